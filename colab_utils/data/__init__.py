@@ -1,0 +1,1 @@
+"""Data: image folders, domain folders, zips from Drive, and the synthetic faces and video we generate."""

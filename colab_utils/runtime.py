@@ -1,0 +1,171 @@
+"""Where am I running? Colab or not, Drive or local disk, which GPU, which precision, which seed.
+
+This is the only module that asks those questions; everything else takes its answers.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import random
+from dataclasses import dataclass, asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DRIVE_MOUNT = "/content/drive"
+DRIVE_PROJECT = "MyDrive/colab_utils"
+LOCAL_PROJECT = "checkpoints"
+
+
+def in_colab() -> bool:
+    """True inside a Google Colab runtime (checked without importing google.colab)."""
+    try:
+        return importlib.util.find_spec("google.colab") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def mount_drive(path: str = DRIVE_MOUNT, *, force_remount: bool = False, verbose: bool = True) -> Path:
+    """Mount Google Drive at ``path`` in Colab and return the mount point.
+
+    Outside Colab there is no Drive to mount: this prints that it will use local disk and returns the
+    local project folder (``./checkpoints``) instead of raising.
+    """
+    if not in_colab():
+        local = Path(LOCAL_PROJECT).resolve()
+        local.mkdir(parents=True, exist_ok=True)
+        if verbose:
+            print(f"Not in Colab: no Google Drive to mount; using local folder {local}")
+        return local
+    mount = Path(path)
+    if " " in str(mount):
+        raise ValueError(f"Drive mount point {mount} contains a space; Colab refuses such paths")
+    if mount.is_symlink():
+        raise ValueError(f"Drive mount point {mount} is a symbolic link; Colab refuses such paths")
+    if (mount / "MyDrive").is_dir() and not force_remount:
+        if verbose:
+            print(f"Google Drive already mounted at {mount}")
+        return mount
+    if mount.is_dir() and any(mount.iterdir()):
+        raise ValueError(f"Drive mount point {mount} exists and is not empty; pick an empty folder")
+    from google.colab import drive  # type: ignore[import-not-found]
+
+    drive.mount(str(mount), force_remount=force_remount)
+    return mount
+
+
+def drive_mounted(path: str = DRIVE_MOUNT) -> bool:
+    return (Path(path) / "MyDrive").is_dir()
+
+
+def project_dir(name: str | None = None, *, drive_path: str = DRIVE_MOUNT, local_root: str | os.PathLike | None = None) -> Path:
+    """The folder that holds downloads and runs: ``MyDrive/colab_utils`` when Drive is mounted, else
+    ``./checkpoints`` (or ``local_root``). With ``name``, the sub-folder of that name. Created if missing."""
+    if local_root is None and drive_mounted(drive_path):
+        root = Path(drive_path) / DRIVE_PROJECT
+    else:
+        root = Path(local_root if local_root is not None else LOCAL_PROJECT)
+    out = root / name if name else root
+    out.mkdir(parents=True, exist_ok=True)
+    return out.resolve()
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What the training code needs to know about the accelerator."""
+
+    device: str  # "cuda", "mps" or "cpu"
+    name: str
+    total_memory_gb: float | None
+    free_memory_gb: float | None
+    compute_capability: tuple[int, int] | None
+    bf16_supported: bool
+    fp16_supported: bool
+    precision: str  # "bf16", "fp16" (with a grad scaler) or "fp32"
+    note: str
+
+    @property
+    def uses_grad_scaler(self) -> bool:
+        return self.precision == "fp16"
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        rows = [("device", self.device), ("name", self.name)]
+        if self.total_memory_gb is not None:
+            rows.append(("memory", f"{self.free_memory_gb:.1f} GB free of {self.total_memory_gb:.1f} GB"))
+        if self.compute_capability is not None:
+            rows.append(("compute capability", "%d.%d" % self.compute_capability))
+        rows += [
+            ("bf16 / fp16", f"{'yes' if self.bf16_supported else 'no'} / {'yes' if self.fp16_supported else 'no'}"),
+            ("training precision", self.precision + (" + grad scaler" if self.uses_grad_scaler else "")),
+            ("note", self.note),
+        ]
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def choose_precision(compute_capability: tuple[int, int] | None) -> tuple[str, str]:
+    """bf16 on Ampere (8.x) and newer, fp16 with a grad scaler on older CUDA GPUs (T4 7.5, V100 7.0,
+    P100 6.0), fp32 without CUDA. Returns (precision, reason)."""
+    if compute_capability is None:
+        return "fp32", "no CUDA GPU: training runs in fp32 on the CPU (slow; use a Colab GPU runtime for real runs)"
+    major, minor = compute_capability
+    if major >= 8:
+        return "bf16", f"sm_{major}{minor} has bf16 tensor cores: bf16 autocast, no grad scaler needed"
+    if major >= 6:
+        return "fp16", f"sm_{major}{minor} has no bf16: fp16 autocast with a dynamic grad scaler"
+    return "fp32", f"sm_{major}{minor} is too old for useful mixed precision: fp32"
+
+
+def describe_device(device: str | torch.device | None = None, *, verbose: bool = False) -> DeviceInfo:
+    """Report the accelerator and the precision our trainers will use on it."""
+    dev = torch.device(device) if device is not None else default_device()
+    if dev.type == "cuda":
+        index = dev.index if dev.index is not None else torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(index)
+        free, total = torch.cuda.mem_get_info(index)
+        cc = (props.major, props.minor)
+        precision, note = choose_precision(cc)
+        info = DeviceInfo("cuda", props.name, total / 2**30, free / 2**30, cc, cc[0] >= 8, cc[0] >= 6, precision, note)
+    elif dev.type == "mps":
+        info = DeviceInfo("mps", "Apple GPU (MPS)", None, None, None, False, True, "fp32", "MPS: fp32 (mixed precision not tuned here)")
+    else:
+        precision, note = choose_precision(None)
+        info = DeviceInfo("cpu", f"CPU ({os.cpu_count()} cores)", None, None, None, False, False, precision, note)
+    if verbose:
+        print(info)
+    return info
+
+
+def default_device() -> torch.device:
+    """cuda when present, else cpu (MPS is opt-in: pass device='mps')."""
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def seed_everything(seed: int, *, deterministic: bool = False) -> None:
+    """Seed Python's, NumPy's and torch's generators (CPU and every CUDA device).
+
+    With ``deterministic=True`` cuDNN picks deterministic kernels too (slower on GPU)."""
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+def smoke_mode() -> bool:
+    """True when notebooks and CLIs should run their tiny CPU smoke configuration (CI, the README's main
+    command). Set with the environment variable ``COLAB_UTILS_SMOKE=1``."""
+    return os.environ.get("COLAB_UTILS_SMOKE", "0").strip().lower() in {"1", "true", "yes", "on"}
