@@ -169,3 +169,13 @@ def smoke_mode() -> bool:
     """True when notebooks and CLIs should run their tiny CPU smoke configuration (CI, the README's main
     command). Set with the environment variable ``COLAB_UTILS_SMOKE=1``."""
     return os.environ.get("COLAB_UTILS_SMOKE", "0").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def output_dir(name: str | None = None) -> Path:
+    """Where notebooks write their pictures: ``$COLAB_UTILS_OUTPUT`` when set (CI, the README's main command),
+    else ``<project folder>/outputs`` (on Drive when mounted). Created if missing."""
+    env = os.environ.get("COLAB_UTILS_OUTPUT")
+    root = Path(env) if env else project_dir("outputs")
+    out = root / name if name else root
+    out.mkdir(parents=True, exist_ok=True)
+    return out
