@@ -11,9 +11,13 @@ import nbformat
 REPO = "colab-utils/colab_utils"
 INSTALL_CELL = f'''# Setup. In Colab this installs colab_utils from GitHub (torch and the rest are already there);
 # elsewhere install it once with `pip install -e .` from a clone.
-import importlib.util, subprocess, sys
-if importlib.util.find_spec("google.colab") is not None and importlib.util.find_spec("colab_utils") is None:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "git+https://github.com/{REPO}"], check=True)'''
+import subprocess, sys
+IN_COLAB = "google.colab" in sys.modules  # Colab's kernel imports it at start; no `google` package elsewhere
+if IN_COLAB:
+    try:
+        import colab_utils
+    except ImportError:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "git+https://github.com/{REPO}"], check=True)'''
 
 
 def badge(name: str) -> str:
