@@ -1,0 +1,193 @@
+import dataclasses
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from colab_utils.data.synthetic import (PARTS, STYLES, FaceParams, make_face, make_faces, render_face,
+                                        sample_face_params, write_domain_folders, write_image_folder)
+
+
+def test_same_seed_same_bytes_and_different_seeds_differ():
+    a_img, a_lab = make_face(7, 64)
+    b_img, b_lab = make_face(7, 64)
+    assert a_img.dtype == np.uint8 and a_img.shape == (64, 64, 3)
+    assert a_lab.dtype == np.uint8 and a_lab.shape == (64, 64)
+    assert a_img.tobytes() == b_img.tobytes() and a_lab.tobytes() == b_lab.tobytes()
+    c_img, _ = make_face(8, 64)
+    assert np.abs(a_img.astype(int) - c_img.astype(int)).mean() > 5
+    assert sample_face_params(7) == sample_face_params(7) != sample_face_params(8)
+
+
+def test_make_faces_is_deterministic_and_prefix_stable():
+    imgs, labs = make_faces(5, 32, seed=3)
+    assert imgs.shape == (5, 32, 32, 3) and labs.shape == (5, 32, 32)
+    again, _ = make_faces(3, 32, seed=3)
+    assert np.array_equal(imgs[:3], again)
+    other, _ = make_faces(5, 32, seed=4)
+    assert not any(np.array_equal(imgs[i], other[j]) for i in range(5) for j in range(5))
+    assert len({im.tobytes() for im in imgs}) == 5
+
+
+@pytest.mark.parametrize("size", [32, 64, 256])
+def test_every_part_in_every_label_map(size):
+    n = {32: 40, 64: 20, 256: 3}[size]
+    for seed in range(n):
+        image, labels = make_face(seed, size)
+        assert labels.max() < len(PARTS)
+        present = set(np.unique(labels).tolist())
+        assert present == set(range(len(PARTS))), f"seed {seed} at {size}px lacks {set(range(7)) - present}"
+
+
+def test_every_part_present_in_turned_and_open_mouth_poses():
+    p = sample_face_params(11)
+    for kw in (dict(yaw=1.0), dict(yaw=-1.0, mouth_open=1.0), dict(roll=25.0, scale=0.8)):
+        _, labels = render_face(p, 32, **kw)
+        assert set(np.unique(labels).tolist()) == set(range(len(PARTS))), kw
+
+
+def test_parts_are_where_a_face_has_them():
+    _, labels = make_face(5, 128)
+    rows = {part: np.nonzero(labels == k)[0].mean() for k, part in enumerate(PARTS)}
+    assert rows["brows"] < rows["eyes"] < rows["nose"] < rows["mouth"]
+    cols = np.nonzero(labels == PARTS.index("eyes"))[1]
+    assert cols.min() < 64 < cols.max()  # two eyes, one each side of the middle
+
+
+@pytest.mark.parametrize("bad", [48, 16, 2048, "64", 64.0, True, 0, -32])
+def test_bad_sizes_raise(bad):
+    with pytest.raises(ValueError, match="power of two"):
+        make_face(0, bad)
+    with pytest.raises(ValueError, match="power of two"):
+        make_faces(1, bad)
+
+
+def test_bad_arguments_raise():
+    p = sample_face_params(0)
+    with pytest.raises(ValueError, match="style"):
+        sample_face_params(0, "purple")
+    with pytest.raises(ValueError, match="seed"):
+        sample_face_params(-1)
+    with pytest.raises(ValueError, match="yaw"):
+        render_face(p, 64, yaw=1.5)
+    with pytest.raises(ValueError, match="mouth_open"):
+        render_face(p, 64, mouth_open=-0.1)
+    with pytest.raises(ValueError, match="scale"):
+        render_face(p, 64, scale=0)
+    with pytest.raises(TypeError, match="FaceParams"):
+        render_face({"seed": 1}, 64)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.head_w = 1.0
+
+
+def test_styles_differ_in_mean_colour():
+    assert len(STYLES) == 2
+    means = {}
+    for style in STYLES:
+        imgs, labels = make_faces(20, 64, seed=1, style=style)
+        skin = imgs[labels == PARTS.index("skin")].mean(0)
+        hair = imgs[labels == PARTS.index("hair")].mean(0)
+        background = imgs[labels == PARTS.index("background")].mean(0)
+        means[style] = imgs.reshape(-1, 3).mean(0), skin, hair, background
+        assert all(sample_face_params(s, style).style == style for s in range(5))
+    (fair, fair_skin, fair_hair, fair_bg), (dark, dark_skin, dark_hair, dark_bg) = means.values()
+    assert np.linalg.norm(fair - dark) > 25          # whole-image mean colour
+    assert fair_skin.mean() - dark_skin.mean() > 60   # light vs dark skin
+    assert fair_hair.mean() - dark_hair.mean() > 80   # blond vs dark hair
+    assert fair_bg[2] > fair_bg[0] and dark_bg[0] > dark_bg[2]  # cool vs warm background
+
+
+def test_shift_moves_the_face():
+    p = sample_face_params(2)
+    _, base = render_face(p, 64)
+    skin = PARTS.index("skin")
+
+    def centroid(labels):
+        ys, xs = np.nonzero(labels == skin)
+        return xs.mean(), ys.mean()
+
+    x0, y0 = centroid(base)
+    x1, y1 = centroid(render_face(p, 64, shift=(0.1, 0.0))[1])
+    x2, y2 = centroid(render_face(p, 64, shift=(0.0, -0.1))[1])
+    assert x1 - x0 == pytest.approx(6.4, abs=0.7) and abs(y1 - y0) < 0.7
+    assert y2 - y0 == pytest.approx(-6.4, abs=1.0) and abs(x2 - x0) < 0.7
+
+
+def test_yaw_slides_features_and_mouth_opens():
+    p = sample_face_params(4)
+    nose = PARTS.index("nose")
+    x0 = np.nonzero(render_face(p, 128)[1] == nose)[1].mean()
+    x_right = np.nonzero(render_face(p, 128, yaw=0.8)[1] == nose)[1].mean()
+    x_left = np.nonzero(render_face(p, 128, yaw=-0.8)[1] == nose)[1].mean()
+    assert x_left < x0 - 3 and x_right > x0 + 3
+    mouth = PARTS.index("mouth")
+    closed = (render_face(p, 128)[1] == mouth).sum()
+    opened = (render_face(p, 128, mouth_open=1.0)[1] == mouth).sum()
+    assert opened > 1.5 * closed
+
+
+def test_roll_is_clockwise_and_scale_zooms():
+    p = sample_face_params(3)
+    eyes, skin = PARTS.index("eyes"), PARTS.index("skin")
+
+    def eye_rows(labels):
+        ys, xs = np.nonzero(labels == eyes)
+        right = xs > xs.mean()
+        return ys[right].mean(), ys[~right].mean()
+
+    right, left = eye_rows(render_face(p, 128)[1])
+    assert abs(right - left) < 1
+    right, left = eye_rows(render_face(p, 128, roll=30)[1])
+    assert right - left > 8                                   # the eye on the right of the image drops
+    small = (render_face(p, 128, scale=0.8)[1] == skin).sum()
+    large = (render_face(p, 128, scale=1.2)[1] == skin).sum()
+    assert large > 1.8 * small
+
+
+def test_render_is_fast():
+    p = sample_face_params(0)
+    best = float("inf")
+    for _ in range(4):  # best of a few, so other processes on a shared CI machine do not fail it
+        start = time.perf_counter()
+        render_face(p, 256)
+        best = min(best, time.perf_counter() - start)
+    assert best < 0.1
+
+
+def test_write_domain_folders(tmp_path):
+    root = write_domain_folders(tmp_path / "domains", n_train=3, n_val=2, size=32, seed=5)
+    assert root == tmp_path / "domains"
+    for split, count in (("train", 3), ("val", 2)):
+        assert sorted(p.name for p in (root / split).iterdir()) == sorted(STYLES)
+        for style in STYLES:
+            files = sorted((root / split / style).glob("*.png"))
+            assert len(files) == count
+            assert Image.open(files[0]).size == (32, 32)
+    fair = np.asarray(Image.open(root / "train" / STYLES[0] / "00000.png"))
+    assert np.array_equal(fair, np.asarray(Image.open(
+        write_domain_folders(tmp_path / "again", 1, 0, 32, seed=5) / "train" / STYLES[0] / "00000.png")))
+    with pytest.raises(ValueError, match="style"):
+        write_domain_folders(tmp_path / "bad", 1, 1, 32, domains=("fair_blond", "green"))
+
+
+def test_write_image_folder_matches_make_faces(tmp_path):
+    root = write_image_folder(tmp_path / "faces", 3, size=32, seed=9)
+    files = sorted(root.glob("*.png"))
+    assert [f.name for f in files] == ["00000.png", "00001.png", "00002.png"]
+    images, _ = make_faces(3, 32, seed=9)
+    for f, image in zip(files, images):
+        assert np.array_equal(np.asarray(Image.open(f)), image)
+    jpgs = write_image_folder(tmp_path / "jpg", 2, size=32, fmt="jpg")
+    assert len(list(jpgs.glob("*.jpg"))) == 2
+    with pytest.raises(ValueError, match="fmt"):
+        write_image_folder(tmp_path / "gif", 1, fmt="gif")
+
+
+def test_face_params_is_a_frozen_dataclass_of_every_choice():
+    p = sample_face_params(3, "dark_brunette")
+    assert isinstance(p, FaceParams) and dataclasses.is_dataclass(p)
+    q = dataclasses.replace(p, skin=(250, 220, 200))
+    a, _ = render_face(p, 64)
+    b, _ = render_face(q, 64)
+    assert not np.array_equal(a, b)
