@@ -1,0 +1,227 @@
+"""What every trainer shares: mixed precision, an EMA copy, Adam, ``requires_grad`` and a progress log.
+
+Every class here has ``state_dict()`` / ``load_state_dict()`` so a :class:`colab_utils.checkpoint.CheckpointManager`
+saves and restores it with the networks and optimizers.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from colab_utils import runtime
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+
+
+def _grad_scaler(device_type: str, **kwargs):
+    if hasattr(torch, "amp") and hasattr(torch.amp, "GradScaler"):
+        return torch.amp.GradScaler(device_type, **kwargs)
+    if device_type != "cuda":
+        raise ValueError(f"fp16 with a grad scaler needs CUDA on torch {torch.__version__}")
+    return torch.cuda.amp.GradScaler(**kwargs)
+
+
+class Precision:
+    """Autocast and (for fp16) a dynamic grad scaler, chosen for the device.
+
+    ``precision="auto"`` takes :func:`colab_utils.runtime.describe_device`'s choice: bf16 on Ampere and newer,
+    fp16 with a GradScaler on older CUDA GPUs (T4, V100, P100), fp32 on the CPU. ``state_dict()`` holds the
+    scaler's state, so a run resumed on a GPU that uses another precision simply starts a fresh scaler.
+    """
+
+    def __init__(self, device: str | torch.device, precision: str = "auto", *, init_scale: float = 2.0 ** 16,
+                 growth_interval: int = 2000):
+        self.device = torch.device(device)
+        if precision == "auto":
+            precision = runtime.describe_device(self.device).precision
+        if precision not in _DTYPES:
+            raise ValueError(f"precision must be 'auto', 'bf16', 'fp16' or 'fp32', got {precision!r}")
+        if precision == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ValueError(f"{torch.cuda.get_device_name(self.device)} has no bf16 support: use precision='fp16' "
+                             f"(or 'auto')")
+        self.precision = precision
+        self.dtype = _DTYPES[precision]
+        self.scaler = (_grad_scaler(self.device.type, init_scale=init_scale, growth_interval=growth_interval)
+                       if precision == "fp16" else None)
+
+    def __repr__(self) -> str:
+        return f"Precision({self.device.type}, {self.precision}{' + grad scaler' if self.scaler else ''})"
+
+    def autocast(self):
+        """A context manager running the forward pass in the chosen precision (a no-op for fp32)."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def backward_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
+                      params: Iterable[torch.nn.Parameter] | None = None, *, max_grad_norm: float | None = None,
+                      zero_grad: bool = True) -> torch.Tensor | None:
+        """zero_grad, (scaled) backward, optional unscale + clip of ``params`` (default: the optimizers'),
+        step every optimizer, update the scaler. Returns the gradient norm when clipping, else None.
+
+        Several optimizers (StarGAN v2's generator, mapping network and style encoder) step on one loss."""
+        optimizers = [optimizer] if isinstance(optimizer, torch.optim.Optimizer) else list(optimizer)
+        if zero_grad:
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        norm = None
+        if max_grad_norm is not None:
+            if self.scaler is not None:
+                for opt in optimizers:
+                    self.scaler.unscale_(opt)
+            if params is None:
+                params = [p for opt in optimizers for group in opt.param_groups for p in group["params"]]
+            norm = torch.nn.utils.clip_grad_norm_(list(params), max_grad_norm)
+        for opt in optimizers:
+            if self.scaler is not None:
+                self.scaler.step(opt)
+            else:
+                opt.step()
+        if self.scaler is not None:
+            self.scaler.update()
+        return norm
+
+    def state_dict(self) -> dict:
+        return {"precision": self.precision, "scaler": self.scaler.state_dict() if self.scaler is not None else None}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+
+
+class EMA:
+    """An exponential moving average of a module's parameters in a frozen copy (``.module``); buffers
+    (BatchNorm statistics, StyleGAN2's noise) are copied as they are.
+
+    ``update(model, beta)``: ema = beta * ema + (1 - beta) * model, as in StyleGAN2 (``G_smoothing``) and
+    StarGAN v2 (``moving_average(..., beta=0.999)``)."""
+
+    def __init__(self, model: torch.nn.Module, beta: float = 0.999):
+        self.module = copy.deepcopy(model).eval()
+        requires_grad(self.module, False)
+        self.beta = beta
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, beta: float | None = None) -> None:
+        beta = self.beta if beta is None else beta
+        if not 0.0 <= beta <= 1.0:
+            raise ValueError(f"EMA beta must be in [0, 1], got {beta!r}")
+        ema_params = list(self.module.parameters())
+        params = [p.detach() for p in model.parameters()]
+        ema_buffers, buffers = list(self.module.buffers()), list(model.buffers())
+        if len(ema_params) != len(params) or len(ema_buffers) != len(buffers):
+            raise ValueError(f"EMA.update: the model has {len(params)} parameters / {len(buffers)} buffers, the "
+                             f"average {len(ema_params)} / {len(ema_buffers)}: not the same architecture")
+        if hasattr(torch, "_foreach_lerp_"):
+            torch._foreach_lerp_(ema_params, params, 1.0 - beta)
+        else:
+            for e, p in zip(ema_params, params):
+                e.lerp_(p, 1.0 - beta)
+        for e, b in zip(ema_buffers, buffers):
+            e.copy_(b)
+
+    def to(self, *args, **kwargs) -> "EMA":
+        self.module.to(*args, **kwargs)
+        return self
+
+    def state_dict(self) -> dict:
+        return self.module.state_dict()
+
+    def load_state_dict(self, state: Mapping) -> None:
+        self.module.load_state_dict(state)
+
+
+def make_adam(params, lr: float, betas: tuple[float, float] = (0.0, 0.99), *, device: str | torch.device,
+              eps: float = 1e-8, weight_decay: float = 0.0, fast: bool = True) -> torch.optim.Adam:
+    """Adam, fused into one kernel on CUDA when this torch supports it, multi-tensor (foreach) otherwise.
+    ``fast=False`` gives the plain per-parameter loop (a baseline for benchmarks)."""
+    params = list(params)
+    kwargs = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay}
+    if not fast:
+        return torch.optim.Adam(params, foreach=False, **kwargs)
+    if torch.device(device).type == "cuda":
+        try:
+            return torch.optim.Adam(params, fused=True, **kwargs)
+        except (RuntimeError, TypeError, ValueError):
+            pass
+    return torch.optim.Adam(params, foreach=True, **kwargs)
+
+
+def requires_grad(module: torch.nn.Module, flag: bool) -> None:
+    """Switch gradients of every parameter of ``module`` on or off (freeze D while G steps, and back)."""
+    for p in module.parameters():
+        p.requires_grad_(flag)
+
+
+class ProgressLog:
+    """A tqdm progress bar over training steps plus the history of scalar losses.
+
+    ``update(step, {"d": d_loss, "g": g_loss})`` moves the bar to ``step``, records the losses every
+    ``record_every`` steps as ``history[name] = [(step, value), ...]``, and shows the latest losses, images
+    per second and kimg (thousands of images seen, counted with ``images`` or ``batch_size`` per step)."""
+
+    def __init__(self, total: int, *, start: int = 0, desc: str = "train", batch_size: int | None = None,
+                 record_every: int = 1, refresh_s: float = 0.5, disable: bool = False):
+        if record_every < 1:
+            raise ValueError(f"record_every must be >= 1, got {record_every!r}")
+        self.total, self.batch_size, self.record_every, self.refresh_s = total, batch_size, record_every, refresh_s
+        self.step = start
+        self.images_seen = 0
+        self.history: dict[str, list[tuple[int, float]]] = {}
+        self.bar = tqdm(total=total, initial=start, desc=desc, unit="step", dynamic_ncols=True, disable=disable)
+        self._window = (time.monotonic(), 0)
+
+    @property
+    def kimg(self) -> float:
+        return self.images_seen / 1000.0
+
+    def update(self, step: int, losses: Mapping[str, Any] | None = None, *, images: int | None = None) -> None:
+        advanced = step - self.step
+        if advanced < 0:
+            raise ValueError(f"ProgressLog.update: step {step} is before the current step {self.step}")
+        if images is None:
+            images = (self.batch_size or 0) * advanced
+        self.images_seen += images
+        self.step = step
+        latest = {}
+        if losses and (step % self.record_every == 0 or advanced >= self.record_every):
+            for name, value in losses.items():
+                number = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+                self.history.setdefault(name, []).append((step, number))
+                latest[name] = number
+        self.bar.update(step - self.bar.n)
+        now = time.monotonic()
+        if now - self._window[0] >= self.refresh_s:
+            rate = (self.images_seen - self._window[1]) / (now - self._window[0])
+            postfix = {name: f"{value:.3g}" for name, value in latest.items()}
+            if self.images_seen:
+                postfix.update({"img/s": f"{rate:.1f}", "kimg": f"{self.kimg:.1f}"})
+            self.bar.set_postfix(postfix, refresh=True)
+            self._window = (now, self.images_seen)
+
+    def write(self, message: str) -> None:
+        """Print a line above the bar."""
+        self.bar.write(message)
+
+    def close(self) -> None:
+        self.bar.close()
+
+    def state_dict(self) -> dict:
+        history = {name: torch.tensor(values, dtype=torch.float64).reshape(-1, 2) for name, values in self.history.items()}
+        return {"step": self.step, "images_seen": self.images_seen, "history": history}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        self.step = int(state["step"])
+        self.images_seen = int(state["images_seen"])
+        self.history = {name: [(int(s), float(v)) for s, v in values.tolist()]
+                        for name, values in state["history"].items()}
+        self.bar.n = self.step
+        self.bar.refresh()
+        self._window = (time.monotonic(), self.images_seen)
