@@ -1,0 +1,1 @@
+"""Faces in moving footage: landmark smoothing over time (faces.py)."""
