@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import inspect
 import os
 import socket
 from collections.abc import Callable, Mapping
@@ -123,11 +124,15 @@ def wrap(module: torch.nn.Module, dist: Dist, **ddp_kwargs) -> torch.nn.Module:
     """
     if not dist.enabled:
         return module
-    ddp_kwargs.setdefault("broadcast_buffers", False)
+    ddp = torch.nn.parallel.DistributedDataParallel
+    if "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters:  # torch >= 2.14 renamed it
+        ddp_kwargs.setdefault("forward_sync_buffers", False)
+    else:
+        ddp_kwargs.setdefault("broadcast_buffers", False)
     param = next(module.parameters(), None)
     if param is not None and param.device.type == "cuda":
         ddp_kwargs.setdefault("device_ids", [param.device.index])
-    return torch.nn.parallel.DistributedDataParallel(module, **ddp_kwargs)
+    return ddp(module, **ddp_kwargs)
 
 
 def unwrap(module: torch.nn.Module) -> torch.nn.Module:
