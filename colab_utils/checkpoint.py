@@ -130,15 +130,19 @@ class ResumableSampler(torch.utils.data.Sampler[int]):
     def __len__(self) -> int:
         return self.num_samples
 
+    def epoch_order(self, epoch: int) -> list[int]:
+        """All ranks' indices for ``epoch`` before the split over ranks: a permutation drawn from ``seed +
+        epoch``, or ``0..n-1`` without shuffling. Subclasses draw other orders (e.g. weighted ones)."""
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + epoch)
+            return torch.randperm(self.n, generator=generator).tolist()
+        return list(range(self.n))
+
     def epoch_indices(self, epoch: int) -> list[int]:
         """This rank's indices for ``epoch``, in order."""
         if self._cache is not None and self._cache[0] == epoch:
             return self._cache[1]
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed + epoch)
-            order = torch.randperm(self.n, generator=generator).tolist()
-        else:
-            order = list(range(self.n))
+        order = self.epoch_order(epoch)
         total = self.num_samples * self.world_size
         if total > len(order):
             order = (order * math.ceil(total / len(order)))[:total]

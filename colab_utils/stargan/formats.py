@@ -194,10 +194,11 @@ def infer_config(entries: Mapping[str, Mapping[str, torch.Tensor]], origin: Mapp
         raise StarGANFormatError(f"{e_src}: style_encoder has no residual blocks (shared.<i>.conv1.weight)")
     img_size = 2 ** (len(e_blocks) + 2)
     first = _tensor(entries, origin, "generator", "from_rgb.weight").shape[0]
-    if first != first_width(img_size):
-        raise StarGANFormatError(f"{g_src}: generator starts with {first} channels but the style encoder's "
-                                 f"{len(e_blocks)} blocks mean {img_size}px images, which start with "
-                                 f"{first_width(img_size)}: the networks do not belong together")
+    e_first = _tensor(entries, origin, "style_encoder", "shared.0.weight").shape[0]
+    if first != e_first:
+        raise StarGANFormatError(f"{g_src}: generator starts with {first} channels but the style encoder "
+                                 f"({e_src}) with {e_first}: the networks do not belong together")
+    base_dim = None if first == first_width(img_size) else first  # None: the official width for the size
 
     # high-pass skip: one more down/up-sampling pair of blocks
     num_resample = len(_indices(g, r"encode\.(\d+)\.conv1\.weight$")) - 2
@@ -227,9 +228,9 @@ def infer_config(entries: Mapping[str, Mapping[str, torch.Tensor]], origin: Mapp
     if last is None:
         raise StarGANFormatError(f"{f_src}: mapping_network head 0 has no layers")
     style_dim = f[f"unshared.0.{last}.weight"].shape[0]
-    latent_dim = _tensor(entries, origin, "mapping_network", "shared.0.weight").shape[1]
+    hidden_dim, latent_dim = _tensor(entries, origin, "mapping_network", "shared.0.weight").shape
     return StarGANConfig(img_size=img_size, style_dim=style_dim, latent_dim=latent_dim, num_domains=len(heads),
-                         w_hpf=w_hpf, max_conv_dim=max_conv_dim)
+                         w_hpf=w_hpf, max_conv_dim=max_conv_dim, hidden_dim=hidden_dim, base_dim=base_dim)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -14,7 +14,9 @@ Domains"), in the order the paper introduces them:
 
 Every module and parameter keeps the name it has in the official clovaai/stargan-v2 release, so its
 ``nets_ema`` / ``nets`` files load key for key (see :mod:`colab_utils.stargan.formats`).
-Channel widths start at ``2**14 // img_size`` and double at every downsampling up to ``max_conv_dim``.
+Channel widths start at ``2**14 // img_size`` (or ``base_dim``) and double at every downsampling up to
+``max_conv_dim``; ``base_dim`` and the mapping network's ``hidden_dim`` (512 in the paper) exist for small
+models (tests, quick CPU runs).
 """
 from __future__ import annotations
 
@@ -36,9 +38,10 @@ def leaky_relu() -> nn.Module:
     return nn.LeakyReLU(0.2)
 
 
-def first_width(img_size: int) -> int:
-    """Channels after ``from_rgb``: 64 at 256px, 32 at 512px... (the official ``2**14 // img_size``)."""
-    return 2**14 // img_size
+def first_width(img_size: int, base_dim: int | None = None) -> int:
+    """Channels after ``from_rgb``: ``base_dim`` when given, else the official ``2**14 // img_size`` (64 at
+    256px, 32 at 512px...)."""
+    return base_dim if base_dim is not None else 2**14 // img_size
 
 
 def check_img_size(img_size: int) -> int:
@@ -184,11 +187,12 @@ class Generator(nn.Module):
     ``masks[1]`` above), high-pass filtered and added to the decoder features of the same size.
     """
 
-    def __init__(self, img_size: int = 256, style_dim: int = 64, max_conv_dim: int = 512, w_hpf: float = 1):
+    def __init__(self, img_size: int = 256, style_dim: int = 64, max_conv_dim: int = 512, w_hpf: float = 1,
+                 base_dim: int | None = None):
         super().__init__()
         check_img_size(img_size)
         self.img_size, self.style_dim, self.w_hpf = img_size, style_dim, w_hpf
-        dim_in = first_width(img_size)
+        dim_in = first_width(img_size, base_dim)
         self.from_rgb = nn.Conv2d(3, dim_in, 3, 1, 1)
         self.encode = nn.ModuleList()
         self.decode = nn.ModuleList()  # built like a stack: the last encoder block's mirror comes first
@@ -232,21 +236,23 @@ class Generator(nn.Module):
 # ---------------------------------------------------------------------------------------------------------
 
 class MappingNetwork(nn.Module):
-    """F(z, y): 4 shared 512-wide ReLU layers, then per domain 3 more and a projection to ``style_dim``."""
+    """F(z, y): 4 shared ``hidden_dim``-wide (512) ReLU layers, then per domain 3 more and a projection to
+    ``style_dim``."""
 
-    def __init__(self, latent_dim: int = 16, style_dim: int = 64, num_domains: int = 2):
+    def __init__(self, latent_dim: int = 16, style_dim: int = 64, num_domains: int = 2,
+                 hidden_dim: int = MAPPING_WIDTH):
         super().__init__()
         self.latent_dim, self.style_dim, self.num_domains = latent_dim, style_dim, num_domains
-        layers = [nn.Linear(latent_dim, MAPPING_WIDTH), nn.ReLU()]
+        layers = [nn.Linear(latent_dim, hidden_dim), nn.ReLU()]
         for _ in range(3):
-            layers += [nn.Linear(MAPPING_WIDTH, MAPPING_WIDTH), nn.ReLU()]
+            layers += [nn.Linear(hidden_dim, hidden_dim), nn.ReLU()]
         self.shared = nn.Sequential(*layers)
         self.unshared = nn.ModuleList()
         for _ in range(num_domains):
             head = []
             for _ in range(3):
-                head += [nn.Linear(MAPPING_WIDTH, MAPPING_WIDTH), nn.ReLU()]
-            self.unshared.append(nn.Sequential(*head, nn.Linear(MAPPING_WIDTH, style_dim)))
+                head += [nn.Linear(hidden_dim, hidden_dim), nn.ReLU()]
+            self.unshared.append(nn.Sequential(*head, nn.Linear(hidden_dim, style_dim)))
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         h = self.shared(z)
@@ -257,10 +263,10 @@ class MappingNetwork(nn.Module):
 # 3. Style encoder and 4. discriminator share one trunk
 # ---------------------------------------------------------------------------------------------------------
 
-def downsampling_trunk(img_size: int, max_conv_dim: int) -> tuple[list[nn.Module], int]:
+def downsampling_trunk(img_size: int, max_conv_dim: int, base_dim: int | None = None) -> tuple[list[nn.Module], int]:
     """conv3x3, ``log2(img_size) - 2`` downsampling ResBlks (to 4x4), LReLU, conv4x4 (to 1x1), LReLU."""
     check_img_size(img_size)
-    dim_in = first_width(img_size)
+    dim_in = first_width(img_size, base_dim)
     blocks: list[nn.Module] = [nn.Conv2d(3, dim_in, 3, 1, 1)]
     for _ in range(int(math.log2(img_size)) - 2):
         dim_out = min(dim_in * 2, max_conv_dim)
@@ -273,10 +279,11 @@ def downsampling_trunk(img_size: int, max_conv_dim: int) -> tuple[list[nn.Module
 class StyleEncoder(nn.Module):
     """E(x, y): the style code of domain ``y`` in reference image ``x``."""
 
-    def __init__(self, img_size: int = 256, style_dim: int = 64, num_domains: int = 2, max_conv_dim: int = 512):
+    def __init__(self, img_size: int = 256, style_dim: int = 64, num_domains: int = 2, max_conv_dim: int = 512,
+                 base_dim: int | None = None):
         super().__init__()
         self.img_size, self.style_dim, self.num_domains = img_size, style_dim, num_domains
-        blocks, width = downsampling_trunk(img_size, max_conv_dim)
+        blocks, width = downsampling_trunk(img_size, max_conv_dim, base_dim)
         self.shared = nn.Sequential(*blocks)
         self.unshared = nn.ModuleList([nn.Linear(width, style_dim) for _ in range(num_domains)])
 
@@ -288,10 +295,11 @@ class StyleEncoder(nn.Module):
 class Discriminator(nn.Module):
     """D(x, y): one real/fake logit per image, read from the output branch of its domain ``y``."""
 
-    def __init__(self, img_size: int = 256, num_domains: int = 2, max_conv_dim: int = 512):
+    def __init__(self, img_size: int = 256, num_domains: int = 2, max_conv_dim: int = 512,
+                 base_dim: int | None = None):
         super().__init__()
         self.img_size, self.num_domains = img_size, num_domains
-        blocks, width = downsampling_trunk(img_size, max_conv_dim)
+        blocks, width = downsampling_trunk(img_size, max_conv_dim, base_dim)
         self.main = nn.Sequential(*blocks, nn.Conv2d(width, num_domains, 1, 1, 0))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -305,7 +313,8 @@ class Discriminator(nn.Module):
 @dataclass
 class StarGANConfig:
     """Architecture of a StarGAN v2 model (defaults: the official CelebA-HQ release; AFHQ uses w_hpf=0,
-    num_domains=3)."""
+    num_domains=3). ``hidden_dim`` is the mapping network's width and ``base_dim`` the channels after
+    ``from_rgb`` (None: the official ``2**14 // img_size``); the official models use 512 and None."""
 
     img_size: int = 256
     style_dim: int = 64
@@ -313,13 +322,19 @@ class StarGANConfig:
     num_domains: int = 2
     w_hpf: float = 1
     max_conv_dim: int = 512
+    hidden_dim: int = MAPPING_WIDTH
+    base_dim: int | None = None
 
     def __post_init__(self):
         check_img_size(self.img_size)
-        for name in ("style_dim", "latent_dim", "num_domains", "max_conv_dim"):
+        for name in ("style_dim", "latent_dim", "num_domains", "max_conv_dim", "hidden_dim"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"StarGANConfig.{name} must be a positive int, got {value!r}")
+        if self.base_dim is not None and (not isinstance(self.base_dim, int) or self.base_dim < 1):
+            raise ValueError(f"StarGANConfig.base_dim must be None or a positive int, got {self.base_dim!r}")
+        if self.base_dim == first_width(self.img_size):
+            self.base_dim = None  # the official width: one way to say it, so configs compare equal
         if self.w_hpf < 0:
             raise ValueError(f"StarGANConfig.w_hpf must be >= 0, got {self.w_hpf!r}")
 
@@ -357,12 +372,12 @@ def build_nets(config: StarGANConfig, *, discriminator: bool = True, fan: bool |
     loaded (``colab_utils.stargan.fan.load_fan`` or :func:`colab_utils.stargan.formats.load_official`)."""
     c = config
     modules: dict[str, nn.Module] = {
-        "generator": Generator(c.img_size, c.style_dim, c.max_conv_dim, c.w_hpf),
-        "mapping_network": MappingNetwork(c.latent_dim, c.style_dim, c.num_domains),
-        "style_encoder": StyleEncoder(c.img_size, c.style_dim, c.num_domains, c.max_conv_dim),
+        "generator": Generator(c.img_size, c.style_dim, c.max_conv_dim, c.w_hpf, c.base_dim),
+        "mapping_network": MappingNetwork(c.latent_dim, c.style_dim, c.num_domains, c.hidden_dim),
+        "style_encoder": StyleEncoder(c.img_size, c.style_dim, c.num_domains, c.max_conv_dim, c.base_dim),
     }
     if discriminator:
-        modules["discriminator"] = Discriminator(c.img_size, c.num_domains, c.max_conv_dim)
+        modules["discriminator"] = Discriminator(c.img_size, c.num_domains, c.max_conv_dim, c.base_dim)
     if fan if fan is not None else c.w_hpf > 0:
         modules["fan"] = FAN()
     return Nets(c, modules)

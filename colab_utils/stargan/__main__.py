@@ -1,0 +1,211 @@
+"""Command line for StarGAN v2: ``python -m colab_utils.stargan train|sample|align|export --help``."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import types
+import typing
+from pathlib import Path
+
+DESCRIPTION = """StarGAN v2 (Choi et al., CVPR 2020): train on your own domain folders across interrupted
+sessions, translate aligned faces with references or latent codes, align photos like CelebA-HQ, and export
+training checkpoints to the official clovaai/stargan-v2 file layout."""
+
+EXAMPLES = """examples:
+  python -m colab_utils.stargan align --src photos/ --out aligned/
+  python -m colab_utils.stargan train --data faces.zip --run-dir runs/me --fan-path wing.ckpt
+  python -m colab_utils.stargan sample --checkpoint runs/me --src aligned/ --ref refs/ --out results/
+  python -m colab_utils.stargan export --checkpoint runs/me --out 100000_nets_ema.ckpt"""
+
+
+def _parse_bool(text: str) -> bool | None:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    if value in ("auto", "none"):
+        return None
+    raise argparse.ArgumentTypeError(f"expected true, false or auto, got {text!r}")
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One ``--option`` per :class:`TrainConfig` field, with its help text and default."""
+    from .train import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    group = parser.add_argument_group("training options (defaults: the official CelebA-HQ settings)")
+    for f in dataclasses.fields(TrainConfig):
+        kind = hints[f.name]
+        if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata["help"]
+        if "default" not in help_text:
+            help_text += f" (default: {f.default})"
+        if kind is bool:
+            group.add_argument(flag, type=_parse_bool, default=f.default, metavar="{true,false,auto}",
+                               help=help_text)
+        elif typing.get_origin(kind) is tuple:
+            group.add_argument(flag, type=float, nargs=f.metadata.get("nargs", 2), default=f.default,
+                               metavar=("B1", "B2"), help=help_text)
+        else:
+            group.add_argument(flag, type=kind, default=f.default, choices=f.metadata.get("choices"),
+                               help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m colab_utils.stargan", description=DESCRIPTION,
+                                     epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,align,export}")
+
+    train = commands.add_parser("train", help="train or continue training on domain folders",
+                                description="Train StarGAN v2 on DATA (a folder or .zip with train/<domain>/ "
+                                            "folders, e.g. train/female and train/male). Running it again with the "
+                                            "same --run-dir continues exactly where the last checkpoint left off.")
+    train.add_argument("--data", required=True, help="dataset folder or .zip (a zip on Drive is copied to local "
+                                                     "disk and unpacked first)")
+    train.add_argument("--run-dir", required=True, help="folder for checkpoints, sample grids, loss curves and "
+                                                        "the exported *_nets_ema.ckpt")
+    train.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when present)")
+    train.add_argument("--stop-at", type=int, default=None, help="stop after this iteration with a checkpoint "
+                                                                 "(default: run to --total-iters)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+    _add_config_options(train)
+
+    sample = commands.add_parser("sample", help="reference-guided grid, latent-guided samples and the style "
+                                                "interpolation GIF",
+                                 description="Translate aligned faces (use `align` first) with trained networks.")
+    sample.add_argument("--checkpoint", required=True, help="an official *_nets_ema.ckpt, one of our training "
+                                                            "checkpoints (ckpt-*.pt) or a training run folder")
+    sample.add_argument("--src", required=True, help="folder of aligned source faces")
+    sample.add_argument("--ref", required=True, help="folder of aligned references in <domain>/ sub-folders "
+                                                     "(e.g. ref/female, ref/male)")
+    sample.add_argument("--out", required=True, help="output folder (reference.png, latent.png, ref_vid.gif)")
+    sample.add_argument("--fan", default=None, help="FAN weights (wing.ckpt) for models with w_hpf > 0")
+    sample.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when present)")
+    sample.add_argument("--max-images", type=int, default=8, help="most sources and references per domain used "
+                                                                  "(default: 8)")
+    sample.add_argument("--latent-per-domain", type=int, default=2, help="latent codes per domain in latent.png "
+                                                                         "(default: 2; 0 skips it)")
+    sample.add_argument("--seed", type=int, default=0, help="seed of the latent codes (default: 0)")
+    sample.add_argument("--gif-steps", type=int, default=20, help="frames per reference in ref_vid.gif "
+                                                                  "(default: 20; 0 skips the GIF)")
+
+    align = commands.add_parser("align", help="crop photos like CelebA-HQ (face found, landmarks, similarity "
+                                              "transform)",
+                                description="Align every photo of SRC into OUT as PNG; photos without a face "
+                                            "or that cannot be read are named.")
+    align.add_argument("--src", required=True, help="folder of photos")
+    align.add_argument("--out", required=True, help="output folder")
+    align.add_argument("--size", type=int, default=256, help="output size in pixels (default: 256)")
+    align.add_argument("--backend", default="auto", choices=("auto", "fan", "mediapipe"),
+                       help="landmarks from FAN (needs --fan) or MediaPipe Face Mesh (offline); auto: FAN when "
+                            "--fan is given (default: auto)")
+    align.add_argument("--fan", default=None, help="FAN weights (wing.ckpt) for the fan backend")
+    align.add_argument("--device", default="cpu", help="device for FAN (default: cpu)")
+
+    export = commands.add_parser("export", help="write a training checkpoint as official *_nets_ema.ckpt / "
+                                                "*_nets_D.ckpt files")
+    export.add_argument("--checkpoint", required=True, help="one of our training checkpoints (ckpt-*.pt) or a "
+                                                            "training run folder (its newest checkpoint)")
+    export.add_argument("--out", required=True, help="the *_nets_ema.ckpt file to write (generator, mapping "
+                                                     "network, style encoder: moving averages)")
+    export.add_argument("--out-d", default=None, help="also write the discriminator to this *_nets_D.ckpt file")
+    export.add_argument("--fan", default=None, help="FAN weights (wing.ckpt) to include (w_hpf > 0 models)")
+    return parser
+
+
+def _device(name):
+    from colab_utils import runtime
+
+    return name or str(runtime.default_device())
+
+
+def run_train(args) -> int:
+    from .train import TrainConfig, train
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    config = TrainConfig(**{k: (tuple(v) if k == "betas" else v) for k, v in vars(args).items() if k in fields})
+    result = train(config, args.data, args.run_dir, device=_device(args.device), stop_at=args.stop_at,
+                   progress=not args.quiet, verbose=not args.quiet)
+    state = "finished" if result.finished else f"stopped ({result.stop_reason})"
+    print(f"{state} at iteration {result.step}; checkpoint {result.checkpoint}; exported {result.exported}")
+    return 0
+
+
+def run_sample(args) -> int:
+    import torch
+
+    from colab_utils.data.images import DomainFolderDataset, ImageFolderDataset
+
+    from .synthesize import latent_grid, load_nets, reference_grid, style_interpolation_gif
+
+    nets = load_nets(args.checkpoint, fan_path=args.fan, device=_device(args.device))
+    size = nets.generator.img_size
+    sources = ImageFolderDataset(args.src, size)
+    src = torch.stack([sources[i] for i in range(min(len(sources), args.max_images))])
+    refs = DomainFolderDataset(args.ref, size)
+    known = list(getattr(nets, "domains", []) or [])
+    if known:
+        unknown = [d for d in refs.domains if d not in known]
+        if unknown:
+            raise SystemExit(f"{args.ref}: domain folders {unknown} are not among the model's domains {known}")
+        index = {d: known.index(d) for d in refs.domains}
+    else:
+        if len(refs.domains) > nets.style_encoder.num_domains:
+            raise SystemExit(f"{args.ref} has {len(refs.domains)} domain folders, the model {nets.style_encoder.num_domains}")
+        index = {d: i for i, d in enumerate(refs.domains)}  # sorted names, as the official ImageFolder order
+    picks = [i for d in range(len(refs.domains)) for i in refs.indices_of(d)[:args.max_images]]
+    ref = torch.stack([refs[i][0] for i in picks])
+    ref_y = torch.tensor([index[refs.domains[refs.targets[i]]] for i in picks])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    reference_grid(nets, src, ref, ref_y, path=out / "reference.png")
+    written = [out / "reference.png"]
+    if args.latent_per_domain > 0:
+        names = known or [f"domain {d}" for d in range(nets.mapping_network.num_domains)]
+        latent_grid(nets, src, per_domain=args.latent_per_domain, seed=args.seed, domain_names=names,
+                    path=out / "latent.png")
+        written.append(out / "latent.png")
+    if args.gif_steps > 0 and len(ref) >= 2:
+        written.append(style_interpolation_gif(nets, src, ref, ref_y, out / "ref_vid.gif", steps=args.gif_steps))
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def run_align(args) -> int:
+    from .align import align_folder, make_landmarker
+
+    fan = None
+    if args.fan is not None:
+        from .fan import load_fan
+
+        fan = load_fan(args.fan, device=args.device)
+    landmarker = make_landmarker(args.backend, fan=fan, device=args.device)
+    report = align_folder(args.src, args.out, args.size, landmarker=landmarker)
+    print(f"aligned {len(report.aligned)} photo(s) into {args.out}; no face in {len(report.no_face)}; "
+          f"unreadable {len(report.unreadable)}")
+    for path in report.no_face:
+        print(f"  no face found: {path}")
+    for path, reason in report.unreadable:
+        print(f"  unreadable: {reason}")
+    return 0 if report.aligned else 1
+
+
+def run_export(args) -> int:
+    from .train import export_checkpoint
+
+    path = export_checkpoint(args.checkpoint, args.out, args.out_d, fan_path=args.fan)
+    print(f"wrote {path}" + (f" and {args.out_d}" if args.out_d else ""))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return {"train": run_train, "sample": run_sample, "align": run_align, "export": run_export}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
