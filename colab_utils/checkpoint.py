@@ -216,18 +216,20 @@ class ResumableSampler(torch.utils.data.Sampler[int]):
 class _StreamBatches:
     """A batch sampler over ``sampler.stream()``: full batches forever, crossing epoch boundaries."""
 
-    def __init__(self, sampler: ResumableSampler, batch_size: int):
-        self.sampler, self.batch_size = sampler, batch_size
+    def __init__(self, sampler: ResumableSampler, batch_size: int, share: tuple[int, int] = (0, 1)):
+        self.sampler, self.batch_size, self.share = sampler, batch_size, share
 
     def __iter__(self) -> Iterator[list[int]]:
         stream = self.sampler.stream()
+        rank, world = self.share
         while True:
-            yield [next(stream) for _ in range(self.batch_size)]
+            yield [next(stream) for _ in range(self.batch_size * world)][rank::world]
 
 
 def infinite_batches(dataset, sampler: ResumableSampler, batch_size: int, num_workers: int = 0, *,
                      collate_fn: Callable | None = None, pin_memory: bool = False,
-                     worker_init_fn: Callable | None = None, prefetch_factor: int | None = None) -> Iterator:
+                     worker_init_fn: Callable | None = None, prefetch_factor: int | None = None,
+                     share: tuple[int, int] = (0, 1)) -> Iterator:
     """Batches of ``batch_size`` items forever, in the sampler's order, starting where the sampler stands.
 
     The sampler's position advances by each batch handed to the loop (not by what worker processes
@@ -236,7 +238,15 @@ def infinite_batches(dataset, sampler: ResumableSampler, batch_size: int, num_wo
     seeds from its own generator (seeded from the sampler's position), never from the global torch RNG:
     with ``num_workers=0``, random augmentation uses the restored global RNGs and resumes bit-exactly; with
     workers it is reproducible from a given resume point.
+
+    ``share=(rank, world_size)`` with a single-process sampler (``world_size=1``): each batch is rows ``rank,
+    rank + world_size, ...`` of the next global batch of ``batch_size * world_size`` indices, and the sampler
+    advances by the global batch, so every rank's sampler state is the one-process state (see
+    :func:`colab_utils.distributed.rank_share`).
     """
+    rank, world = share
+    if not 0 <= rank < world or sampler.world_size != 1 and world != 1:
+        raise ValueError(f"share={share!r} needs 0 <= rank < world_size and a sampler with world_size 1")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     if len(dataset) != sampler.n:
@@ -246,11 +256,11 @@ def infinite_batches(dataset, sampler: ResumableSampler, batch_size: int, num_wo
         seed = hash((sampler.seed, sampler.epoch, sampler.index, sampler.rank)) & 0x7FFF_FFFF_FFFF_FFFF
         extra = {"prefetch_factor": prefetch_factor} if num_workers > 0 and prefetch_factor else {}
         loader = torch.utils.data.DataLoader(
-            dataset, batch_sampler=_StreamBatches(sampler, batch_size), num_workers=num_workers,
+            dataset, batch_sampler=_StreamBatches(sampler, batch_size, share), num_workers=num_workers,
             collate_fn=collate_fn, pin_memory=pin_memory, worker_init_fn=worker_init_fn,
             generator=torch.Generator().manual_seed(seed), **extra)
         for batch in loader:
-            sampler.advance(batch_size)
+            sampler.advance(batch_size * world)
             yield batch
 
     return generate()

@@ -225,6 +225,17 @@ class Checkpoints:
     def __getattr__(self, name: str):
         return getattr(self.manager, name)
 
+    def __enter__(self) -> "Checkpoints":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.manager.__exit__(exc_type, exc, tb)
+
+    @property
+    def last_saved_step(self) -> int | None:
+        """The step of the newest checkpoint saved or restored in this run, the same on every rank."""
+        return self._saved_step if self.dist.enabled else self.manager.last_saved_step
+
     def restore(self, objects: Mapping[str, Any], **kwargs) -> dict | None:
         if not self.dist.enabled:
             return self.manager.restore(objects, **kwargs)

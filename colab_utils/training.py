@@ -177,6 +177,7 @@ class ProgressLog:
         self.history: dict[str, list[tuple[int, float]]] = {}
         self.bar = tqdm(total=total, initial=start, desc=desc, unit="step", dynamic_ncols=True, disable=disable)
         self._window = (time.monotonic(), 0)
+        self._shown: dict[str, float] = {}  # the newest recorded value of every loss, for the bar
 
     @property
     def kimg(self) -> float:
@@ -190,17 +191,16 @@ class ProgressLog:
             images = (self.batch_size or 0) * advanced
         self.images_seen += images
         self.step = step
-        latest = {}
         if losses and (step % self.record_every == 0 or advanced >= self.record_every):
             for name, value in losses.items():
                 number = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
                 self.history.setdefault(name, []).append((step, number))
-                latest[name] = number
+                self._shown[name] = number
         self.bar.update(step - self.bar.n)
         now = time.monotonic()
         if now - self._window[0] >= self.refresh_s:
             rate = (self.images_seen - self._window[1]) / (now - self._window[0])
-            postfix = {name: f"{value:.3g}" for name, value in latest.items()}
+            postfix = {name: f"{value:.3g}" for name, value in self._shown.items()}
             if self.images_seen:
                 postfix.update({"img/s": f"{rate:.1f}", "kimg": f"{self.kimg:.1f}"})
             self.bar.set_postfix(postfix, refresh=True)

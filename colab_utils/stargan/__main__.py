@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import types
 import typing
@@ -15,6 +16,7 @@ training checkpoints to the official clovaai/stargan-v2 file layout."""
 EXAMPLES = """examples:
   python -m colab_utils.stargan align --src photos/ --out aligned/
   python -m colab_utils.stargan train --data faces.zip --run-dir runs/me --fan-path wing.ckpt
+  torchrun --nproc_per_node=4 -m colab_utils.stargan train --data faces.zip --run-dir runs/me --batch 32
   python -m colab_utils.stargan sample --checkpoint runs/me --src aligned/ --ref refs/ --out results/
   python -m colab_utils.stargan export --checkpoint runs/me --out 100000_nets_ema.ckpt"""
 
@@ -130,8 +132,9 @@ def run_train(args) -> int:
     config = TrainConfig(**{k: (tuple(v) if k == "betas" else v) for k, v in vars(args).items() if k in fields})
     result = train(config, args.data, args.run_dir, device=_device(args.device), stop_at=args.stop_at,
                    progress=not args.quiet, verbose=not args.quiet)
-    state = "finished" if result.finished else f"stopped ({result.stop_reason})"
-    print(f"{state} at iteration {result.step}; checkpoint {result.checkpoint}; exported {result.exported}")
+    if os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 speaks for all processes
+        state = "finished" if result.finished else f"stopped ({result.stop_reason})"
+        print(f"{state} at iteration {result.step}; checkpoint {result.checkpoint}; exported {result.exported}")
     return 0
 
 

@@ -145,23 +145,37 @@ def crop_box(height: int, width: int, generator: torch.Generator, scale=CROP_SCA
     return (height - side) // 2, (width - side) // 2, side, side
 
 
+def augment_plan(count: int, height: int, width: int, generator: torch.Generator, *, crop_prob: float = CROP_PROB,
+                 flip_prob: float = FLIP_PROB) -> list[tuple[tuple[int, int, int, int] | None, bool]]:
+    """The random part of :func:`augment` for ``count`` images: per image ``(crop box or None, flip)``. Drawn
+    for a whole global batch on every rank, it keeps the ranks' augmentation in step with one process."""
+    draws = torch.rand(count, 2, generator=generator, dtype=torch.float64)
+    return [(crop_box(height, width, generator) if crop < crop_prob else None, flip < flip_prob)
+            for crop, flip in draws.tolist()]
+
+
+def apply_augment(x: torch.Tensor, plan) -> torch.Tensor:
+    """Crop (bilinear, back to H×W) and flip each image of ``x`` [B,3,H,W] as its entry of ``plan`` says."""
+    height, width = x.shape[-2:]
+    out = []
+    for image, (box, flip) in zip(x, plan):
+        if box is not None:
+            top, left, h, w = box
+            patch = image[None, :, top:top + h, left:left + w]
+            image = F.interpolate(patch, size=(height, width), mode="bilinear", align_corners=False)[0]
+        if flip:
+            image = image.flip(-1)
+        out.append(image)
+    return torch.stack(out)
+
+
 def augment(x: torch.Tensor, generator: torch.Generator, *, crop_prob: float = CROP_PROB,
             flip_prob: float = FLIP_PROB) -> torch.Tensor:
     """The official augmentation of a batch ``x`` [B,3,H,W], image by image: with ``crop_prob`` a random
     resized crop (bilinear, back to H×W), then a horizontal flip with ``flip_prob``. The random numbers
     come from ``generator`` (CPU); the pixels stay on ``x``'s device."""
-    height, width = x.shape[-2:]
-    draws = torch.rand(x.size(0), 2, generator=generator, dtype=torch.float64)
-    out = []
-    for image, (crop, flip) in zip(x, draws.tolist()):
-        if crop < crop_prob:
-            top, left, h, w = crop_box(height, width, generator)
-            patch = image[None, :, top:top + h, left:left + w]
-            image = F.interpolate(patch, size=(height, width), mode="bilinear", align_corners=False)[0]
-        if flip < flip_prob:
-            image = image.flip(-1)
-        out.append(image)
-    return torch.stack(out)
+    plan = augment_plan(x.size(0), *x.shape[-2:], generator, crop_prob=crop_prob, flip_prob=flip_prob)
+    return apply_augment(x, plan)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -191,13 +205,23 @@ class TrainingData:
         batch = data.next(device)          # a Batch
         state = data.state_dict()          # sampler positions and the augmentation generator
 
-    ``dataset`` may be given instead of a root (already loaded domains)."""
+    ``dataset`` may be given instead of a root (already loaded domains).
+
+    Several processes (``rank`` of ``world_size``): ``batch_size`` is the global batch. Every rank draws the
+    global batch's indices, latent codes and augmentation identically and keeps rows ``rank, rank +
+    world_size, ...`` (:func:`colab_utils.distributed.rank_share`), loading only those images; the union of
+    the ranks' batches is the one-process batch, and the state is the one-process state on every rank (a
+    checkpoint moves between process counts)."""
 
     def __init__(self, root: str | os.PathLike | None, img_size: int, batch_size: int, latent_dim: int, *,
                  seed: int = 0, min_images: int = 2, num_workers: int = 0, crop_prob: float = CROP_PROB,
-                 cache: bool | None = None, dataset: DomainFolderDataset | None = None, pin_memory: bool = False):
+                 cache: bool | None = None, dataset: DomainFolderDataset | None = None, pin_memory: bool = False,
+                 rank: int = 0, world_size: int = 1):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if not 0 <= rank < world_size or batch_size % world_size:
+            raise ValueError(f"a global batch of {batch_size} does not split over {world_size} processes "
+                             f"(rank {rank}); use a multiple of {world_size}")
         if (root is None) == (dataset is None):
             raise ValueError("TrainingData needs either a data root (folder or zip) or a loaded dataset")
         self.dataset = dataset if dataset is not None else load_domains(root, img_size, min_images=min_images,
@@ -210,9 +234,11 @@ class TrainingData:
         self.reference_sampler = BalancedSampler(self.dataset.targets, seed, _REFERENCE)
         self.pairs = ReferencePairs(self.dataset, seed)
         self.generator = torch.Generator().manual_seed(_mix(seed, 0xA06))
-        options = {"num_workers": num_workers, "pin_memory": pin_memory}
-        self._sources = infinite_batches(self.dataset, self.source_sampler, batch_size, **options)
-        self._references = infinite_batches(self.pairs, self.reference_sampler, batch_size, **options)
+        self.rank, self.world_size = rank, world_size
+        options = {"num_workers": num_workers, "pin_memory": pin_memory, "share": (rank, world_size)}
+        local = batch_size // world_size
+        self._sources = infinite_batches(self.dataset, self.source_sampler, local, **options)
+        self._references = infinite_batches(self.pairs, self.reference_sampler, local, **options)
 
     @property
     def num_domains(self) -> int:
@@ -225,11 +251,13 @@ class TrainingData:
         """The next iteration's inputs, augmented, on ``device``."""
         x_src, y_src = next(self._sources)
         x_ref, x_ref2, y_ref = next(self._references)
-        g = self.generator
-        z_trg = torch.randn(self.batch_size, self.latent_dim, generator=g)
-        z_trg2 = torch.randn(self.batch_size, self.latent_dim, generator=g)
+        g, share = self.generator, slice(self.rank, None, self.world_size)
+        z_trg = torch.randn(self.batch_size, self.latent_dim, generator=g)[share]
+        z_trg2 = torch.randn(self.batch_size, self.latent_dim, generator=g)[share]
         batch = Batch(x_src, y_src, x_ref, x_ref2, y_ref, z_trg, z_trg2).to(device)
-        augmented = [augment(x, g, crop_prob=self.crop_prob) for x in (batch.x_src, batch.x_ref, batch.x_ref2)]
+        size = (self.img_size, self.img_size)
+        augmented = [apply_augment(x, augment_plan(self.batch_size, *size, g, crop_prob=self.crop_prob)[share])
+                     for x in (batch.x_src, batch.x_ref, batch.x_ref2)]
         return batch._replace(x_src=augmented[0], x_ref=augmented[1], x_ref2=augmented[2]).to(device, memory_format)
 
     def __iter__(self) -> Iterator[Batch]:

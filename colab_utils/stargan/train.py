@@ -17,12 +17,17 @@ codes, and the loss history all continue exactly. Checkpoints are written every 
 (and/or ``checkpoint_every`` steps), on SIGTERM / Ctrl-C and before the session deadline
 (``session_hours``), and copied to ``drive_dir``. ``precision="fp32"`` with ``channels_last=False`` is the
 official behaviour; ``"auto"`` picks bf16 or fp16 autocast on GPUs (:mod:`colab_utils.runtime`).
+
+Several GPUs: ``torchrun --nproc_per_node=N -m colab_utils.stargan train ...`` trains with PyTorch's
+DistributedDataParallel; ``batch`` is then the global batch, each process takes every N-th row of it, and
+the result equals one process with that batch (see :func:`train`).
 """
 from __future__ import annotations
 
 import dataclasses
 import re
 import shutil
+import types
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +35,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from colab_utils import runtime, viz
+from colab_utils import distributed, runtime, viz
 from colab_utils.checkpoint import CheckpointManager, safe_load
 from colab_utils.training import EMA, Precision, ProgressLog, make_adam, requires_grad
 
@@ -80,7 +85,9 @@ class TrainConfig:
     weight_decay: float = _opt(1e-4, "Adam's weight decay (L2)")
     ema: float = _opt(0.999, "decay of the moving averages of generator, mapping network and style encoder")
     total_iters: int = _opt(100_000, "iterations to train in total (across all sessions)")
-    batch: int = _opt(8, "images per batch")
+    batch: int = _opt(8, "images per batch (with torchrun: the global batch, split over the processes)")
+    batch_per_gpu: int | None = _opt(None, "with torchrun: images per process instead of --batch (the global "
+                                     "batch is this times the number of processes)")
     precision: str = _opt("auto", "auto (bf16 on Ampere+, fp16 + grad scaler on T4/V100, fp32 on CPU), bf16, "
                           "fp16 or fp32 (the official behaviour)", choices=PRECISIONS)
     channels_last: bool | None = _opt(None, "channels-last memory format; default: on CUDA unless precision "
@@ -114,6 +121,8 @@ class TrainConfig:
                      "min_images"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be a positive int, got {getattr(self, name)!r}")
+        if self.batch_per_gpu is not None and (not isinstance(self.batch_per_gpu, int) or self.batch_per_gpu < 1):
+            raise ValueError(f"TrainConfig.batch_per_gpu must be a positive int or None, got {self.batch_per_gpu!r}")
         if self.w_hpf < 0 or not 0 <= self.ema <= 1 or len(self.betas) != 2:
             raise ValueError(f"TrainConfig: need w_hpf >= 0, 0 <= ema <= 1 and two betas, got w_hpf={self.w_hpf}, "
                              f"ema={self.ema}, betas={self.betas}")
@@ -127,7 +136,7 @@ class TrainConfig:
         """The fields that change what is computed (checkpoints warn when they differ on resume)."""
         bookkeeping = {"sample_every", "sample_per_domain", "log_every", "checkpoint_every", "checkpoint_minutes",
                        "keep_last", "session_hours", "drive_dir", "fan_path", "init_from", "workers", "cache_images",
-                       "total_iters"}
+                       "total_iters", "batch_per_gpu"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in bookkeeping}
 
 
@@ -202,16 +211,29 @@ def _grad_scale(precision: Precision) -> float:
     return float(precision.scaler.get_scale()) if precision.scaler is not None else 1.0
 
 
-def train_step(state: TrainState, batch: Batch, lambda_ds: float) -> dict[str, torch.Tensor]:
+def _synced(nets: Nets, wrapped: dict[str, nn.Module] | None, names: tuple[str, ...]):
+    """``nets`` with the DistributedDataParallel wrappers of ``names`` (the networks a pass trains) in place
+    of the plain modules; the others stay plain, so DDP only waits for gradients that the pass computes."""
+    if not wrapped:
+        return nets
+    modules = {name: wrapped[name] if name in names else nets[name] for name in TRAINED}
+    return types.SimpleNamespace(**modules, fan=nets.fan, config=nets.config)
+
+
+def train_step(state: TrainState, batch: Batch, lambda_ds: float,
+               wrapped: dict[str, nn.Module] | None = None) -> dict[str, torch.Tensor]:
     """One official iteration on ``batch``; returns the losses (detached tensors, averaged over the
-    latent- and reference-guided steps)."""
-    c, nets, opt = state.config, state.nets, state.optims
+    latent- and reference-guided steps). ``wrapped``: DDP wrappers of the trained networks (several
+    processes); each pass runs through the wrappers of the networks it trains, which average their gradients
+    over the processes during the backward pass (the R1 penalty's double backward included)."""
+    c, plain, opt = state.config, state.nets, state.optims
     weights = LossWeights(c.lambda_reg, c.lambda_sty, lambda_ds, c.lambda_cyc)
     x, y_org, y_trg = batch.x_src, batch.y_src, batch.y_ref
-    masks = face_masks_for(nets, x) if c.w_hpf > 0 else None
+    masks = face_masks_for(plain, x) if c.w_hpf > 0 else None
+    nets = _synced(plain, wrapped, ("discriminator",))
 
     # 1. discriminator: fakes from a latent code, then from a reference
-    requires_grad(nets.discriminator, True)
+    requires_grad(plain.discriminator, True)
     d_parts = []
     for style in ({"z_trg": batch.z_trg}, {"x_ref": batch.x_ref}):
         loss, parts = discriminator_loss(nets, x, y_org, y_trg, masks=masks, weights=weights,
@@ -219,23 +241,25 @@ def train_step(state: TrainState, batch: Batch, lambda_ds: float) -> dict[str, t
                                          grad_scale=_grad_scale(state.precision_d), **style)
         state.precision_d.backward_step(loss, opt["discriminator"])
         d_parts.append(parts)
-    requires_grad(nets.discriminator, False)
+    requires_grad(plain.discriminator, False)
 
     # 2. generator: latent-guided (G, F, E step), then reference-guided (G steps)
+    nets = _synced(plain, wrapped, AVERAGED)
     loss, g_latent = generator_loss(nets, x, y_org, y_trg, z_trgs=(batch.z_trg, batch.z_trg2), masks=masks,
                                     weights=weights, autocast=state.precision_g.autocast)
     state.precision_g.backward_step(loss, [opt[name] for name in AVERAGED])
     for name in ("mapping_network", "style_encoder"):
-        requires_grad(nets[name], False)
+        requires_grad(plain[name], False)
+    nets = _synced(plain, wrapped, ("generator",))
     loss, g_ref = generator_loss(nets, x, y_org, y_trg, x_refs=(batch.x_ref, batch.x_ref2), masks=masks,
                                  weights=weights, autocast=state.precision_g.autocast)
     state.precision_g.backward_step(loss, opt["generator"])
     for name in ("mapping_network", "style_encoder"):
-        requires_grad(nets[name], True)
+        requires_grad(plain[name], True)
 
-    # 3. moving averages
+    # 3. moving averages (of the plain modules: the same weights on every process)
     for name, ema in state.ema.items():
-        ema.update(nets[name])
+        ema.update(plain[name])
 
     losses = {f"D/{k}": (d_parts[0][k] + d_parts[1][k]) / 2 for k in d_parts[0]}
     losses.update({f"G/{k}": (g_latent[k] + g_ref[k]) / 2 for k in g_latent})
@@ -323,6 +347,14 @@ def _plot_losses(log: ProgressLog, folder: Path) -> None:
         viz.plot_curves(log.history, folder / "losses.png", title="StarGAN v2 losses")
 
 
+def _mean_over_ranks(losses: dict[str, torch.Tensor], dist: distributed.Dist) -> dict[str, torch.Tensor]:
+    """The losses of the whole global batch: each rank's (of its share) averaged over the ranks."""
+    names = sorted(losses)
+    values = torch.stack([losses[name].float() for name in names])
+    torch.distributed.all_reduce(values)
+    return dict(zip(names, values / dist.world_size))
+
+
 def _export(state: TrainState, step: int, folders: list[Path]) -> Path:
     """Write the averaged networks (and D) in the official layout, replacing older exports of this run."""
     nets = {**state.ema_nets(), "discriminator": state.nets.discriminator}
@@ -346,7 +378,20 @@ def train(config: TrainConfig, data_root, run_dir, *, device=None, fan: nn.Modul
     (``samples/``), the loss curves (``losses.png``) and the final official-format export in ``run_dir``.
 
     ``fan``: a loaded FAN (else ``config.fan_path``) for ``w_hpf > 0``. ``stop_at``: stop after that
-    iteration with a checkpoint (as a session end would). Returns a :class:`TrainResult`."""
+    iteration with a checkpoint (as a session end would). Returns a :class:`TrainResult`.
+
+    Started by ``torchrun --nproc_per_node=N`` it trains on N processes (one GPU each) with
+    DistributedDataParallel: ``config.batch`` is the global batch (or ``batch_per_gpu`` per process), every
+    process trains on its share of the one-process batch, rank 0 alone writes checkpoints, samples, plots and
+    the export, and checkpoints move freely between process counts (see :mod:`colab_utils.distributed`)."""
+    had_group = torch.distributed.is_available() and torch.distributed.is_initialized()
+    dist = distributed.init(device)
+    if dist.enabled:
+        device = dist.device(device)
+    if config.batch_per_gpu is not None:
+        config = dataclasses.replace(config, batch=config.batch_per_gpu * dist.world_size, batch_per_gpu=None)
+    distributed.per_rank_batch(config.batch, dist)  # a clear error when the global batch does not split
+    progress, verbose = progress and dist.is_main, verbose and dist.is_main
     device = torch.device(device) if device is not None else runtime.default_device()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes, as the official main.py
@@ -354,12 +399,16 @@ def train(config: TrainConfig, data_root, run_dir, *, device=None, fan: nn.Modul
     runtime.seed_everything(config.seed)
     data = TrainingData(data_root, config.img_size, config.batch, config.latent_dim, seed=config.seed,
                         min_images=config.min_images, num_workers=config.workers, crop_prob=config.crop_prob,
-                        cache=config.cache_images, pin_memory=device.type == "cuda")
+                        cache=config.cache_images, pin_memory=device.type == "cuda", rank=dist.rank,
+                        world_size=dist.world_size)
     if config.num_domains is not None and config.num_domains != data.num_domains:
         raise ValueError(f"num_domains={config.num_domains}, but {data.dataset.root} holds {data.num_domains} "
                          f"domain folders: {data.domains}")
     if verbose:
         print(f"{data.dataset.root}: " + ", ".join(f"{n} {c} images" for n, c in data.counts().items()))
+        if dist.enabled:
+            print(f"{dist.world_size} processes ({dist.backend}), {config.batch // dist.world_size} images each "
+                  f"of a global batch of {config.batch}")
     state = build_state(config, data.num_domains, device, _load_fan_for(config, fan, device))
     log = ProgressLog(config.total_iters, desc="StarGAN v2", batch_size=config.batch, record_every=config.log_every,
                       disable=not progress)
@@ -370,22 +419,26 @@ def train(config: TrainConfig, data_root, run_dir, *, device=None, fan: nn.Modul
         return {"lambda_ds": diversity_weight(config, next_step), "model": model, "domains": data.domains,
                 "fan_path": config.fan_path}
 
-    ckpt = CheckpointManager(run_dir, keep_last=config.keep_last, every_steps=config.checkpoint_every,
-                             every_minutes=config.checkpoint_minutes or None, session_hours=config.session_hours,
-                             drive_dir=Path(config.drive_dir) / "checkpoints" if config.drive_dir else None,
-                             config=config.recipe(), verbose=verbose)
+    manager = CheckpointManager(run_dir, keep_last=config.keep_last, every_steps=config.checkpoint_every,
+                                every_minutes=config.checkpoint_minutes or None, session_hours=config.session_hours,
+                                drive_dir=Path(config.drive_dir) / "checkpoints" if config.drive_dir else None,
+                                config=config.recipe(), verbose=verbose)
+    ckpt = distributed.Checkpoints(manager, dist)
     info = ckpt.restore(objects, map_location=device)
     start = info["step"] if info else 0
     if info is None and config.init_from:
         _init_from_official(state, config.init_from)
+    wrapped = {name: distributed.wrap(state.nets[name], dist) for name in TRAINED} if dist.enabled else None
     out_dirs = [run_dir] + ([Path(config.drive_dir)] if config.drive_dir else [])
-    samples = _sample_set(data, data_root, config) if config.sample_every else None
+    samples = _sample_set(data, data_root, config) if config.sample_every and dist.is_main else None
 
     step, stop_reason = start, None
     with ckpt:
         for step in range(start + 1, config.total_iters + 1):
             batch = data.next(device, state.memory_format)
-            losses = train_step(state, batch, diversity_weight(config, step))
+            losses = train_step(state, batch, diversity_weight(config, step), wrapped)
+            if dist.enabled and step % config.log_every == 0:
+                losses = _mean_over_ranks(losses, dist)
             log.update(step, {**losses, "lambda_ds": diversity_weight(config, step)})
             if samples is not None and step % config.sample_every == 0:
                 save_samples(state.ema_nets(), *samples, out_dirs[-1] / "samples", step, config.seed)
@@ -402,8 +455,12 @@ def train(config: TrainConfig, data_root, run_dir, *, device=None, fan: nn.Modul
             if step > start and ckpt.last_saved_step != step:
                 ckpt.save(step, objects, extra=extra(step + 1))
     log.close()
-    _plot_losses(log, out_dirs[-1])
-    exported = _export(state, step, out_dirs) if step > 0 else None
+    exported = None
+    if dist.is_main:
+        _plot_losses(log, out_dirs[-1])
+        exported = _export(state, step, out_dirs) if step > 0 else None
+    if not had_group:
+        distributed.shutdown(dist)
     nets = state.ema_nets().eval()
     nets.domains = list(data.domains)
     return TrainResult(step, step >= config.total_iters, stop_reason, nets, state, log.history,
