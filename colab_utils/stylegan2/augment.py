@@ -82,9 +82,11 @@ class AdaptiveAugment:
         if self.p <= 0.0:
             return images
         b, s = images.shape[0], images.shape[2]
+        channels_last = not images.is_contiguous() and images.is_contiguous(memory_format=torch.channels_last)
         images = _geometric(images, self._geometry(b, s))
         images = _colour(images, *self._colour(b, images))
-        return _cutout(images, *self._cutout(b, s, images))
+        images = _cutout(images, *self._cutout(b, s, images))
+        return images.contiguous(memory_format=torch.channels_last) if channels_last else images
 
     def _coin(self, b: int) -> torch.Tensor:
         """Which of ``b`` images get an operation: each with probability p."""
@@ -110,8 +112,8 @@ class AdaptiveAugment:
 
     # -- state ------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        pending = self._sign_sum.detach().cpu().double() if self._sign_sum is not None else torch.zeros((), dtype=torch.float64)
-        return {"p": self.p, "target": self.target, "count": self._count, "calls": self._calls,
+        pending = torch.zeros((), dtype=torch.float64) if self._sign_sum is None else self._sign_sum.detach().cpu().double()
+        return {"p": self.p, "count": self._count, "calls": self._calls,
                 "sign_sum": pending, "generator": self.generator.get_state(),
                 "last_rt": self.last_rt}
 

@@ -1,0 +1,249 @@
+"""Command line: ``python -m colab_utils.stylegan2 train|generate|export``.
+
+    python -m colab_utils.stylegan2 train --data faces.zip --run-dir runs/faces --size 256 --kimg 5000
+    python -m colab_utils.stylegan2 generate --ckpt runs/faces --n 16 --out samples.png --interpolate walk.gif
+    python -m colab_utils.stylegan2 export --ckpt runs/faces --out faces-256.pt
+
+``train`` continues the newest checkpoint in ``--run-dir`` by itself, so the same command works after a
+disconnect or under ``nohup``; SIGTERM / Ctrl-C stop it with a checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+DEFAULTS = None  # filled lazily with TrainConfig() so `--help` shows the real defaults
+
+
+def _defaults():
+    global DEFAULTS
+    if DEFAULTS is None:
+        from .train import TrainConfig
+
+        DEFAULTS = TrainConfig()
+    return DEFAULTS
+
+
+def _channels(text: str):
+    """An int cap, or a JSON table like '{"4": 512, "8": 512, ...}'."""
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            return {int(k): int(v) for k, v in json.loads(text).items()}
+        except (ValueError, AttributeError) as err:
+            raise argparse.ArgumentTypeError(f"--channels table must map resolutions to counts: {err}") from None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--channels must be an int or a JSON table, got {text!r}") from None
+
+
+def _optional_float(text: str):
+    return None if text.lower() in ("none", "off") else float(text)
+
+
+def _add_train(sub) -> None:
+    d = _defaults()
+    p = sub.add_parser("train", help="train or continue a run", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Train StyleGAN2 (or continue the newest checkpoint in --run-dir).")
+    g = p.add_argument_group("data and folders")
+    g.add_argument("--data", default="synthetic",
+                   help="an image folder (searched recursively; jpg/png/webp), a .zip of one (copied to local disk "
+                        "first), or 'synthetic' for procedural faces")
+    g.add_argument("--run-dir", type=Path, default=Path("runs/stylegan2"),
+                   help="checkpoint folder; an existing run there is continued (see --resume)")
+    g.add_argument("--out-dir", type=Path, default=None,
+                   help="sample grids, progress GIF, loss curves and the final export (default: --drive-dir, else "
+                        "--run-dir)")
+    g.add_argument("--drive-dir", default=d.drive_dir, help="also copy every checkpoint here (Google Drive)")
+    g.add_argument("--resume", choices=("auto", "fresh"), default="auto",
+                   help="auto: continue the newest verified checkpoint in --run-dir; fresh: refuse a run folder "
+                        "that already holds checkpoints")
+    g.add_argument("--synthetic-images", type=int, default=d.synthetic_images,
+                   help="how many faces --data synthetic draws")
+    g = p.add_argument_group("networks")
+    g.add_argument("--size", type=int, default=d.size, help="image side: a power of two from 32 to 1024")
+    g.add_argument("--channel-multiplier", type=int, default=d.channel_multiplier,
+                   help="2 = the paper's config-f channel table, 1 = half as wide above 32 px")
+    g.add_argument("--channels", type=_channels, default=d.channels,
+                   help="cap every resolution at this many feature maps (an int), or a JSON table "
+                        "'{\"4\": 256, ...}' (default: the paper's table)")
+    g.add_argument("--style-dim", type=int, default=d.style_dim, help="length of z and w")
+    g.add_argument("--n-mlp", type=int, default=d.n_mlp, help="layers of the mapping network")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--batch", type=int, default=d.batch, help="images per step (even)")
+    g.add_argument("--kimg", type=float, default=d.kimg, help="training length in thousands of real images")
+    g.add_argument("--steps", type=int, default=d.steps, help="training length in steps (overrides --kimg)")
+    g.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate (before the lazy-regularisation "
+                                                          "correction)")
+    g.add_argument("--r1-gamma", type=float, default=d.r1_gamma, help="R1 penalty weight (0 switches R1 off)")
+    g.add_argument("--r1-every", type=int, default=d.r1_every, help="steps between R1 (lazy) regularisation steps")
+    g.add_argument("--pl-weight", type=float, default=d.pl_weight,
+                   help="path-length penalty weight (0 switches it off)")
+    g.add_argument("--pl-every", type=int, default=d.pl_every, help="steps between path-length regularisation steps")
+    g.add_argument("--mixing", type=float, default=d.mixing, help="style-mixing probability")
+    g.add_argument("--ema-kimg", type=float, default=d.ema_kimg,
+                   help="half-life of the generator average in thousands of images")
+    g.add_argument("--ema-rampup", type=_optional_float, default=d.ema_rampup,
+                   help="early on, the half-life is at most this fraction of the images seen ('none': off)")
+    g.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=d.mirror,
+                   help="random horizontal flips of the real images")
+    g = p.add_argument_group("adaptive augmentation (for datasets of a few thousand images)")
+    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=d.augment,
+                   help="differentiable augmentation of everything the discriminator sees")
+    g.add_argument("--ada-target", type=_optional_float, default=d.ada_target,
+                   help="target for E[sign(D(real))]; p rises above it, falls below ('none': keep --ada-p fixed)")
+    g.add_argument("--ada-p", type=float, default=d.ada_p, help="starting (or fixed) augmentation probability")
+    g.add_argument("--ada-speed-kimg", type=float, default=d.ada_speed_kimg,
+                   help="thousands of images for p to go from 0 to 1")
+    g = p.add_argument_group("speed")
+    g.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default=d.precision,
+                   help="auto: bf16 on Ampere and newer GPUs, fp16 with a grad scaler on older ones (T4), fp32 on CPU")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=d.channels_last,
+                   help="NHWC memory format (default: on CUDA, where tensor cores want it; off on the CPU)")
+    g.add_argument("--plain", action="store_true",
+                   help="plain fp32 eager: no autocast, no channels_last, no fused Adam, no cuDNN autotuning")
+    g.add_argument("--device", default=d.device, help="auto (cuda when present), cuda, cuda:1, cpu or mps")
+    g.add_argument("--workers", type=int, default=d.workers,
+                   help="data loader processes (default: 2 on a GPU for image folders too big to cache, else 0)")
+    g = p.add_argument_group("pictures, checkpoints, session")
+    g.add_argument("--seed", type=int, default=d.seed, help="seed of the whole run")
+    g.add_argument("--sample-every", type=int, default=d.sample_every, help="steps between sample grids")
+    g.add_argument("--n-samples", type=int, default=d.n_samples, help="images in each sample grid")
+    g.add_argument("--log-every", type=int, default=d.log_every, help="steps between recorded losses")
+    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                   help="steps between checkpoints (default: by time only)")
+    g.add_argument("--checkpoint-minutes", type=_optional_float, default=d.checkpoint_minutes,
+                   help="minutes between checkpoints ('none': by steps only)")
+    g.add_argument("--keep-last", type=int, default=d.keep_last, help="how many recent checkpoints to keep")
+    g.add_argument("--session-hours", type=float, default=d.session_hours,
+                   help="stop with a checkpoint shortly before this many hours (Colab: about 11.5)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar (log files)")
+
+
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="sample images or an interpolation GIF",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Sample from a training checkpoint, a run folder (its newest checkpoint) or a "
+                                   "rosinality .pt file (e.g. stylegan2-ffhq-config-f.pt).")
+    p.add_argument("--ckpt", type=Path, required=True, help="checkpoint file, run folder or rosinality .pt")
+    p.add_argument("--n", type=int, default=16, help="number of images")
+    p.add_argument("--seed", type=int, default=0, help="latent seed: the same seed gives the same images")
+    p.add_argument("--truncation", type=float, default=1.0,
+                   help="pull w toward the average w (0.5-0.8 gives cleaner, less varied faces; 1 = off)")
+    p.add_argument("--out", type=Path, default=Path("samples.png"), help="grid image to write")
+    p.add_argument("--nrow", type=int, default=8, help="images per grid row")
+    p.add_argument("--interpolate", type=Path, default=None,
+                   help="also write a looping latent walk through the --n seeds as .gif or .mp4")
+    p.add_argument("--steps-per-pair", type=int, default=24, help="frames between two seeds of the walk")
+    p.add_argument("--fps", type=float, default=24, help="frames per second of the walk")
+    p.add_argument("--device", default="auto", help="auto, cuda or cpu")
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="training checkpoint -> rosinality .pt",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Write the networks of a training checkpoint (or the newest one of a run folder) "
+                                   "as a rosinality/stylegan2-pytorch file: g_ema, g, d and latent_avg.")
+    p.add_argument("--ckpt", type=Path, required=True, help="training checkpoint file or run folder")
+    p.add_argument("--out", type=Path, required=True, help="the .pt file to write")
+    p.add_argument("--g-ema-only", action="store_true", help="only g_ema and latent_avg (a smaller file for sampling)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m colab_utils.stylegan2", description=__doc__.split("\n\n")[0],
+                                     epilog="Run '<command> --help' for the options of each command.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,generate,export}")
+    _add_train(sub)
+    _add_generate(sub)
+    _add_export(sub)
+    return parser
+
+
+def _config(args):
+    from .train import TrainConfig, plain_fp32
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {k: v for k, v in vars(args).items() if k in fields}
+    values["drive_dir"] = str(args.drive_dir) if args.drive_dir else None
+    config = TrainConfig(**values)
+    return plain_fp32(config) if args.plain else config
+
+
+def run_train(args) -> int:
+    from .train import latest_checkpoint, train
+
+    config = _config(args)
+    if args.resume == "fresh":
+        try:
+            found = latest_checkpoint(args.run_dir)
+        except FileNotFoundError:
+            found = None
+        if found is not None:
+            print(f"error: --resume fresh but {args.run_dir} already holds {found.name}: pick another --run-dir "
+                  f"or use --resume auto", file=sys.stderr)
+            return 2
+    data = args.data if args.data == "synthetic" else Path(args.data)
+    result = train(config, data, args.run_dir, out_dir=args.out_dir, progress=not args.no_progress)
+    print(f"checkpoint: {result.checkpoint}")
+    if result.export:
+        print(f"rosinality export: {result.export}")
+    return 0
+
+
+def _device(name: str):
+    from colab_utils import runtime
+
+    return runtime.default_device() if name == "auto" else name
+
+
+def run_generate(args) -> int:
+    from colab_utils import viz
+
+    from .generate import generate, save_interpolation
+    from .train import load_checkpoint
+
+    device = _device(args.device)
+    net = load_checkpoint(args.ckpt, device=device)
+    images = generate(net.g_ema, args.n, seed=args.seed, truncation=args.truncation,
+                      truncation_latent=net.latent_avg)
+    print(f"wrote {viz.save_grid(images, args.out, nrow=args.nrow)}")
+    if args.interpolate is not None:
+        seeds = [args.seed + i for i in range(max(2, args.n))]
+        path = save_interpolation(net.g_ema, args.interpolate, seeds, args.steps_per_pair, args.truncation,
+                                  fps=args.fps, truncation_latent=net.latent_avg)
+        print(f"wrote {path}")
+    return 0
+
+
+def run_export(args) -> int:
+    from .formats import export_rosinality
+    from .generate import mean_w
+    from .train import load_checkpoint
+
+    net = load_checkpoint(args.ckpt)
+    latent_avg = net.latent_avg if net.latent_avg is not None else mean_w(net.g_ema)
+    keep = not args.g_ema_only
+    path = export_rosinality(args.out, net.g_ema, g=net.g if keep else None, d=net.d if keep else None,
+                             latent_avg=latent_avg)
+    print(f"wrote {path} ({net.config['size']} px, style_dim {net.config['style_dim']}, from {net.source})")
+    return 0
+
+
+def main(argv=None) -> int:
+    from colab_utils.checkpoint import CheckpointCorruptError, CheckpointMismatchError, UnsafeCheckpointError
+
+    args = build_parser().parse_args(argv)
+    command = {"train": run_train, "generate": run_generate, "export": run_export}[args.command]
+    try:
+        return command(args)
+    except (OSError, ValueError, CheckpointMismatchError, CheckpointCorruptError, UnsafeCheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)  # bad input: the message names the file and the problem
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,578 @@
+"""Train StyleGAN2 on an image folder, a zip or synthetic faces, across interrupted sessions.
+
+Karras et al., "Analyzing and Improving the Image Quality of StyleGAN" (CVPR 2020), Appendix B: the
+non-saturating logistic loss, lazy regularisation (R1 on real images every 16 steps, Mescheder et al. 2018;
+path-length regularisation every 4 steps on half batches), style mixing with probability 0.9, an exponential
+moving average of the generator, and Adam (beta1 0, beta2 0.99) whose learning rate and betas are corrected
+for the lazy regularisation interval (Sec. B "Lazy regularization": lr * c, beta ** c with c = k / (k + 1)).
+Optional adaptive augmentation (Karras et al. 2020, "Training GANs with limited data") for small datasets.
+
+    from colab_utils.stylegan2.train import TrainConfig, train
+    result = train(TrainConfig(size=256, batch=16, kimg=5000), "/content/drive/MyDrive/faces.zip", "runs/faces")
+
+Run the same call again after a disconnect and it continues from the newest verified checkpoint in
+``run_dir`` (or ``drive_dir``), bit-exactly on the CPU. Mixed precision, channels_last and fused Adam follow
+the device; ``plain_fp32(config)`` switches them all off (the benchmark's baseline).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.nn import functional as F
+
+from colab_utils import runtime, viz
+from colab_utils.checkpoint import FORMAT, CheckpointManager, ResumableSampler, infinite_batches, safe_load
+from colab_utils.data.images import ImageFolderDataset, list_images, prepare_dataset
+from colab_utils.data.synthetic import make_faces
+from colab_utils.training import EMA, Precision, ProgressLog, make_adam, requires_grad
+
+from .augment import AdaptiveAugment
+from .formats import LoadedStyleGAN, export_rosinality, load_rosinality
+from .generate import generate, mean_w
+from .model import Discriminator, Generator, check_size, default_channels, mixing_latents
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+CACHE_LIMIT_BYTES = 1 << 30   # decoded datasets up to this size stay in memory
+MAX_GIF_FRAMES = 60
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------------------
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs. Paper defaults (config-f at ``channel_multiplier=2``) unless noted."""
+
+    # networks
+    size: int = 256                       # image side, a power of two from 32 to 1024
+    channel_multiplier: int = 2           # 2 = config-f, 1 = the smaller config-e table
+    channels: int | dict | None = None    # an int caps every resolution's feature maps; a dict is the table
+    style_dim: int = 512
+    n_mlp: int = 8
+    # optimisation
+    batch: int = 16
+    lr: float = 0.002
+    r1_gamma: float = 10.0                # R1 weight (10 in the paper at 256-1024 px; 0: no R1)
+    r1_every: int = 16
+    pl_weight: float = 2.0                # 0: no path-length regularisation
+    pl_every: int = 4
+    pl_batch_shrink: int = 2
+    pl_decay: float = 0.01
+    mixing: float = 0.9
+    ema_kimg: float = 10.0                # half-life of the generator average, in thousands of images
+    ema_rampup: float | None = 0.05       # half-life at most this fraction of the images seen (None: off)
+    mirror: bool = True                   # random horizontal flips of the real images
+    # adaptive augmentation
+    augment: bool = True
+    ada_target: float | None = 0.6        # None: a fixed probability ada_p
+    ada_p: float = 0.0                    # starting (or fixed) augmentation probability
+    ada_speed_kimg: float = 500.0         # images for p to go from 0 to 1
+    ada_interval: int = 4
+    # speed
+    precision: str = "auto"               # auto | bf16 | fp16 | fp32
+    channels_last: bool | None = None     # NHWC activations (None: on CUDA, where tensor cores want them)
+    fast_optim: bool = True               # fused (CUDA) or foreach Adam; False: the per-parameter loop
+    cudnn_benchmark: bool = True
+    device: str = "auto"
+    workers: int | None = None            # data loader processes (None: 2 on a GPU for image folders, else 0)
+    # run length, pictures, checkpoints
+    seed: int = 0
+    steps: int | None = None              # training length in steps; else from kimg
+    kimg: float = 1000.0
+    sample_every: int = 500               # steps between sample grids
+    n_samples: int = 32
+    sample_seed: int = 0
+    log_every: int = 10                   # steps between recorded losses
+    checkpoint_every: int | None = None   # steps between checkpoints (None: by time only)
+    checkpoint_minutes: float | None = 10.0
+    keep_last: int = 3
+    session_hours: float | None = None    # stop with a checkpoint before this many hours have passed
+    drive_dir: str | None = None          # copy every checkpoint there (Google Drive)
+    synthetic_images: int = 2000          # how many faces data="synthetic" draws
+
+    @property
+    def total_steps(self) -> int:
+        if self.steps is not None:
+            return int(self.steps)
+        return max(1, math.ceil(self.kimg * 1000 / self.batch))
+
+    def channel_table(self) -> dict[int, int]:
+        """Feature maps per resolution 4..size."""
+        if isinstance(self.channels, Mapping):
+            return {int(k): int(v) for k, v in self.channels.items()}
+        table = default_channels(self.channel_multiplier)
+        cap = self.channels if self.channels is not None else max(table.values())
+        return {r: min(c, int(cap)) for r, c in table.items() if r <= self.size}
+
+    def check(self) -> "TrainConfig":
+        """Raise ValueError naming the first bad field; return self."""
+        check_size(self.size)
+        if self.batch < 2 or self.batch % 2:
+            raise ValueError(f"batch must be an even number >= 2 (path-length steps use half batches), "
+                             f"got {self.batch}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        for name in ("r1_every", "pl_every", "pl_batch_shrink", "sample_every", "log_every", "n_samples"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if not 0.0 <= self.mixing <= 1.0:
+            raise ValueError(f"mixing must be in [0, 1], got {self.mixing}")
+        if self.steps is not None and self.steps < 1 or self.steps is None and not self.kimg > 0:
+            raise ValueError(f"give steps >= 1 or kimg > 0, got steps={self.steps}, kimg={self.kimg}")
+        if isinstance(self.channels, int) and self.channels < 1:
+            raise ValueError(f"channels must be positive, got {self.channels}")
+        return self
+
+    def identity(self) -> dict:
+        """The fields a checkpoint must agree with to continue (run length, pictures and speed settings may
+        change between sessions)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k in _IDENTITY_FIELDS}
+
+
+_IDENTITY_FIELDS = {"size", "channel_multiplier", "channels", "style_dim", "n_mlp", "batch", "lr", "r1_gamma",
+                    "r1_every", "pl_weight", "pl_every", "pl_batch_shrink", "pl_decay", "mixing", "ema_kimg",
+                    "ema_rampup", "mirror", "augment", "ada_target", "seed"}
+
+
+def plain_fp32(config: TrainConfig) -> TrainConfig:
+    """The same run in plain fp32 eager mode: no autocast, no channels_last, no fused/foreach Adam, no cuDNN
+    autotuning (the benchmark's baseline)."""
+    return dataclasses.replace(config, precision="fp32", channels_last=False, fast_optim=False, cudnn_benchmark=False)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------------------
+
+class SyntheticFaces(torch.utils.data.Dataset):
+    """``n`` procedural faces (:mod:`colab_utils.data.synthetic`) held in memory, as [3, size, size] in [-1, 1]."""
+
+    def __init__(self, n: int, size: int, seed: int = 0):
+        images, _ = make_faces(n, size, seed=seed)
+        self.pixels = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+
+    def __len__(self) -> int:
+        return self.pixels.shape[0]
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.pixels[index].float() / 127.5 - 1.0
+
+
+def training_images(data: Any, size: int, *, min_images: int, synthetic_images: int = 2000,
+                    seed: int = 0) -> torch.utils.data.Dataset:
+    """The dataset for ``data``: ``"synthetic"``, an image folder (searched recursively), a ``.zip`` of one
+    (copied to local disk and unpacked first), or a ready Dataset of [3, size, size] tensors. Unreadable
+    files are skipped and named in one warning; fewer usable images than ``min_images`` raise ValueError."""
+    if isinstance(data, torch.utils.data.Dataset):
+        if len(data) < min_images:
+            raise ValueError(f"the dataset has {len(data)} images, need at least {min_images} (one batch)")
+        return data
+    if isinstance(data, str) and data == "synthetic":
+        return SyntheticFaces(max(synthetic_images, min_images), size, seed=seed)
+    folder = prepare_dataset(data)
+    cache = _fits_in_memory(len(list_images(folder)), size)
+    return ImageFolderDataset(folder, size, min_images=min_images, cache=cache, min_reason=f"one batch of {min_images}")
+
+
+def _fits_in_memory(count: int, size: int) -> bool:
+    """Whether ``count`` decoded images stay in memory (no loader processes needed then)."""
+    return count * 3 * size * size <= CACHE_LIMIT_BYTES
+
+
+def _flip(images: torch.Tensor) -> torch.Tensor:
+    """Mirror a random half of the batch (global torch RNG: saved and restored with every checkpoint)."""
+    flip = torch.rand(images.shape[0]) < 0.5
+    return torch.where(flip.to(images.device).view(-1, 1, 1, 1), images.flip(3), images)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Losses (StyleGAN2 App. B)
+# ---------------------------------------------------------------------------------------------------------
+
+def d_logistic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    return F.softplus(fake_logits.float()).mean() + F.softplus(-real_logits.float()).mean()
+
+
+def g_nonsaturating_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    return F.softplus(-fake_logits.float()).mean()
+
+
+def _input_gradient(output: torch.Tensor, inputs: torch.Tensor, precision: Precision) -> torch.Tensor:
+    """d output / d inputs with a graph for the penalty's own backward. Under fp16 the output is scaled
+    first (so small gradients survive) and the gradient unscaled; an overflow gives inf, which the grad
+    scaler then skips, as for any other step."""
+    if precision.scaler is None:
+        return torch.autograd.grad(output, inputs, create_graph=True)[0]
+    scale = precision.scaler.get_scale()
+    return torch.autograd.grad(output * scale, inputs, create_graph=True)[0] / scale
+
+
+def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor, precision: Precision) -> torch.Tensor:
+    """E ||d D(x) / d x||^2 over real images (Mescheder et al. 2018, Eq. 9)."""
+    grad = _input_gradient(real_logits.float().sum(), real, precision)
+    return grad.float().square().reshape(grad.shape[0], -1).sum(1).mean()
+
+
+class PathLengthPenalty:
+    """(||J_w^T y|| - a)^2 with y ~ N(0, I) / sqrt(pixels) and a the running mean of the lengths
+    (StyleGAN2 Sec. 3.2, Eq. 4)."""
+
+    def __init__(self, decay: float = 0.01, device="cpu"):
+        self.decay = decay
+        self.mean = torch.zeros((), device=device)
+
+    def __call__(self, fake: torch.Tensor, latents: torch.Tensor, precision: Precision) -> torch.Tensor:
+        noise = torch.randn_like(fake, dtype=torch.float32) / math.sqrt(fake.shape[2] * fake.shape[3])
+        grad = _input_gradient((fake.float() * noise).sum(), latents, precision)
+        lengths = grad.float().square().sum(2).mean(1).sqrt()
+        batch_mean = lengths.mean().detach()
+        # An fp16 overflow (inf/nan, a step the grad scaler skips) must not poison the running mean.
+        self.mean = torch.where(batch_mean.isfinite(), self.mean.lerp(batch_mean, self.decay), self.mean)
+        return (lengths - self.mean).square().mean()
+
+    def state_dict(self) -> dict:
+        return {"mean": self.mean.detach().cpu()}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        self.mean = state["mean"].to(self.mean.device)
+
+
+def ema_beta(config: TrainConfig, images_seen: int) -> float:
+    """Per-step decay of the generator average for a half-life of ``ema_kimg`` (ramped up early on)."""
+    half_life = config.ema_kimg * 1000.0
+    if config.ema_rampup is not None:
+        half_life = min(half_life, images_seen * config.ema_rampup)
+    return 0.5 ** (config.batch / max(half_life, 1e-8))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The run's state
+# ---------------------------------------------------------------------------------------------------------
+
+@dataclass
+class Nets:
+    """Networks, their optimizers and the per-run helpers that checkpoints save."""
+
+    G: Generator
+    D: Discriminator
+    ema: EMA
+    g_optim: torch.optim.Optimizer
+    d_optim: torch.optim.Optimizer
+    precision: Precision
+    augment: AdaptiveAugment | None
+    pl: PathLengthPenalty
+    device: torch.device
+    channels_last: bool
+
+    def objects(self) -> dict:
+        objects = {"g": self.G, "d": self.D, "g_ema": self.ema, "g_optim": self.g_optim, "d_optim": self.d_optim,
+                   "precision": self.precision, "pl": self.pl}
+        if self.augment is not None:
+            objects["augment"] = self.augment
+        return objects
+
+    def aug(self, images: torch.Tensor) -> torch.Tensor:
+        return self.augment(images) if self.augment is not None else images
+
+    def apply_adam_settings(self, config: "TrainConfig") -> None:
+        for optim, network in ((self.g_optim, "g"), (self.d_optim, "d")):
+            lr, betas = adam_settings(config, network)
+            for group in optim.param_groups:
+                group["lr"], group["betas"] = lr, betas
+
+
+def resolve_device(config: TrainConfig) -> torch.device:
+    return runtime.default_device() if config.device == "auto" else torch.device(config.device)
+
+
+def adam_settings(config: TrainConfig, network: str) -> tuple[float, tuple[float, float]]:
+    """Learning rate and betas of G's (``"g"``) or D's (``"d"``) Adam, corrected for the lazy regulariser
+    that takes an extra step every k steps: lr * c and beta ** c with c = k / (k + 1) (App. B)."""
+    every = config.pl_every if network == "g" and config.pl_weight else \
+        config.r1_every if network == "d" and config.r1_gamma else None
+    ratio = every / (every + 1) if every else 1.0
+    return config.lr * ratio, (0.0, 0.99 ** ratio)
+
+
+def build_nets(config: TrainConfig, device: torch.device | str | None = None) -> Nets:
+    """G, D, the G average and two Adams with the lazy-regularisation correction, on ``device``."""
+    config.check()
+    device = torch.device(device) if device is not None else resolve_device(config)
+    table = config.channel_table()
+    G = Generator(config.size, config.style_dim, config.n_mlp, channel_multiplier=None, channels=table).to(device)
+    D = Discriminator(config.size, channel_multiplier=None, channels=table).to(device)
+    channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"
+    if channels_last:
+        G.use_channels_last(True)
+        D.to(memory_format=torch.channels_last)
+    ema = EMA(G, beta=0.999)
+    g_optim = make_adam(G.parameters(), *adam_settings(config, "g"), device=device, fast=config.fast_optim)
+    d_optim = make_adam(D.parameters(), *adam_settings(config, "d"), device=device, fast=config.fast_optim)
+    augment = (AdaptiveAugment(config.ada_p, config.ada_target, speed_kimg=config.ada_speed_kimg,
+                               interval=config.ada_interval, seed=config.seed) if config.augment else None)
+    return Nets(G, D, ema, g_optim, d_optim, Precision(device, config.precision), augment,
+                PathLengthPenalty(config.pl_decay, device), device, channels_last)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The four phases of a step
+# ---------------------------------------------------------------------------------------------------------
+
+def _latents(nets: Nets, config: TrainConfig, batch: int):
+    return mixing_latents(batch, nets.G.style_dim, config.mixing, nets.G.n_latent, device=nets.device)
+
+
+def discriminator_step(nets: Nets, config: TrainConfig, real: torch.Tensor) -> dict:
+    requires_grad(nets.G, False)
+    requires_grad(nets.D, True)
+    z = _latents(nets, config, real.shape[0])
+    with nets.precision.autocast():
+        fake, _ = nets.G(z.styles, inject_index=z.inject_index)
+        fake_logits = nets.D(nets.aug(fake))
+        real_logits = nets.D(nets.aug(real))
+        loss = d_logistic_loss(real_logits, fake_logits)
+    nets.precision.backward_step(loss, nets.d_optim)
+    if nets.augment is not None:
+        nets.augment.update(real_logits)
+    return {"d": loss.detach(), "real": real_logits.detach().float().mean(),
+            "fake": fake_logits.detach().float().mean()}
+
+
+def r1_step(nets: Nets, config: TrainConfig, real: torch.Tensor) -> torch.Tensor:
+    real = real.detach().requires_grad_(True)
+    with nets.precision.autocast():
+        real_logits = nets.D(nets.aug(real))
+        penalty = r1_penalty(real_logits, real, nets.precision)
+        loss = config.r1_gamma / 2 * penalty * config.r1_every
+    nets.precision.backward_step(loss, nets.d_optim)
+    return penalty.detach()
+
+
+def generator_step(nets: Nets, config: TrainConfig) -> torch.Tensor:
+    requires_grad(nets.G, True)
+    requires_grad(nets.D, False)
+    z = _latents(nets, config, config.batch)
+    with nets.precision.autocast():
+        fake, _ = nets.G(z.styles, inject_index=z.inject_index)
+        loss = g_nonsaturating_loss(nets.D(nets.aug(fake)))
+    nets.precision.backward_step(loss, nets.g_optim)
+    return loss.detach()
+
+
+def path_length_step(nets: Nets, config: TrainConfig) -> torch.Tensor:
+    z = _latents(nets, config, max(1, config.batch // config.pl_batch_shrink))
+    with nets.precision.autocast():
+        fake, latents = nets.G(z.styles, inject_index=z.inject_index, return_latents=True)
+        penalty = nets.pl(fake, latents, nets.precision)
+        loss = config.pl_weight * config.pl_every * penalty
+    nets.precision.backward_step(loss, nets.g_optim)
+    return penalty.detach()
+
+
+def real_batch(batch: torch.Tensor, nets: Nets, config: TrainConfig) -> torch.Tensor:
+    """A loader batch as D's input: randomly mirrored, on the device, in the networks' memory format."""
+    if config.mirror:
+        batch = _flip(batch)
+    batch = batch.to(nets.device, non_blocking=True)
+    return batch.contiguous(memory_format=torch.channels_last) if nets.channels_last else batch
+
+
+def training_step(nets: Nets, config: TrainConfig, real: torch.Tensor, step: int) -> dict:
+    """One iteration: D, R1 (every ``r1_every`` steps), G, path length (every ``pl_every``), G average.
+    Returns the losses as tensors (no device sync)."""
+    losses = discriminator_step(nets, config, real)
+    if config.r1_gamma and step % config.r1_every == 0:
+        losses["r1"] = r1_step(nets, config, real)
+    losses["g"] = generator_step(nets, config)
+    if config.pl_weight and step % config.pl_every == 0:
+        losses["pl"] = path_length_step(nets, config)
+    nets.ema.update(nets.G, ema_beta(config, step * config.batch))
+    return losses
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pictures of the run
+# ---------------------------------------------------------------------------------------------------------
+
+class SampleSheets:
+    """Fixed-seed sample grids of the G average (``samples/step-000001000.png``), the progress GIF made from
+    them and the loss curves, all in ``folder``."""
+
+    def __init__(self, folder: Path, n: int, seed: int):
+        self.folder, self.n, self.seed = Path(folder), n, seed
+        self.grids = self.folder / "samples"
+        self.gif = self.folder / "progress.gif"
+        self.curves = self.folder / "loss_curves.png"
+        self.last_step: int | None = None
+
+    def grid(self, step: int, G: Generator) -> Path:
+        images = generate(G, self.n, seed=self.seed)
+        return viz.save_grid(images, self.grids / f"step-{step:09d}.png", nrow=min(8, self.n))
+
+    def progress_gif(self) -> Path | None:
+        paths = sorted(self.grids.glob("step-*.png"))
+        if len(paths) > MAX_GIF_FRAMES:
+            keep = np.linspace(0, len(paths) - 1, MAX_GIF_FRAMES).round().astype(int)
+            paths = [paths[i] for i in sorted(set(keep))]
+        frames = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+        sizes = {f.shape for f in frames}
+        if not frames or len(sizes) > 1:
+            return None
+        return viz.make_gif(frames, self.gif, fps=4, max_side=768)
+
+    def loss_curves(self, history: Mapping) -> Path | None:
+        if not any(history.values()):
+            return None
+        viz.plot_curves(history, self.curves, title="StyleGAN2 training")
+        return self.curves
+
+    def update(self, step: int, G: Generator, history: Mapping) -> tuple[Path, Path | None, Path | None]:
+        """The grid of ``step``, then the GIF and the loss curves brought up to date."""
+        self.last_step = step
+        return self.grid(step, G), self.progress_gif(), self.loss_curves(history)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The training loop
+# ---------------------------------------------------------------------------------------------------------
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns. ``stopped`` is why the run stopped before ``total`` (None when complete)."""
+
+    g_ema: Generator
+    G: Generator
+    D: Discriminator
+    step: int
+    total: int
+    stopped: str | None
+    history: dict
+    augment_p: float | None
+    run_dir: Path
+    out_dir: Path
+    grid: Path | None = None
+    gif: Path | None = None
+    curves: Path | None = None
+    export: Path | None = None
+    checkpoint: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def train(config: TrainConfig, data: Any = "synthetic", run_dir: str | os.PathLike = "runs/stylegan2", *,
+          out_dir: str | os.PathLike | None = None, progress: bool = True, verbose: bool = True) -> TrainResult:
+    """Train (or continue training) StyleGAN2 on ``data``; see :func:`training_images` for what it takes.
+
+    Checkpoints go to ``run_dir`` (copied to ``config.drive_dir`` when set); the run resumes by itself from
+    the newest verified one. Sample grids, the progress GIF, loss curves and, once the run is complete, the
+    G average in rosinality format (``stylegan2-<size>px.pt``) go to ``out_dir`` (default: ``drive_dir``,
+    else ``run_dir``). SIGTERM, Ctrl-C / the notebook's stop button and ``session_hours`` stop the run with
+    a checkpoint."""
+    config.check()
+    device = resolve_device(config)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = config.cudnn_benchmark
+    dataset = training_images(data, config.size, min_images=config.batch,
+                              synthetic_images=config.synthetic_images, seed=config.seed)
+    runtime.seed_everything(config.seed)
+    nets = build_nets(config, device)
+    sampler = ResumableSampler(len(dataset), seed=config.seed)
+    total = config.total_steps
+    log = ProgressLog(total, desc="StyleGAN2", batch_size=config.batch, record_every=config.log_every,
+                      disable=not progress)
+    objects = {**nets.objects(), "sampler": sampler, "log": log}
+    run_dir = Path(run_dir)
+    out = Path(out_dir) if out_dir is not None else Path(config.drive_dir or run_dir)
+    sheets = SampleSheets(out, config.n_samples, config.sample_seed)
+    from_disk = isinstance(dataset, ImageFolderDataset) and not _fits_in_memory(len(dataset), config.size)
+    workers = config.workers if config.workers is not None else (2 if device.type == "cuda" and from_disk else 0)
+
+    with CheckpointManager(run_dir, every_steps=config.checkpoint_every, every_minutes=config.checkpoint_minutes,
+                           keep_last=config.keep_last, session_hours=config.session_hours,
+                           drive_dir=config.drive_dir, config=config.identity(), verbose=verbose) as ckpt:
+        info = ckpt.restore(objects)
+        start = info["step"] if info else 0
+        nets.apply_adam_settings(config)  # a learning rate changed between sessions applies on resume
+        if start == 0:
+            sheets.grid(0, nets.ema.module)
+        batches = infinite_batches(dataset, sampler, config.batch, workers, pin_memory=device.type == "cuda")
+        stopped, step = None, start
+        latest = dict(info["extra"].get("latest", {})) if info else {}  # newest value of every loss, lazy ones too
+        extra = lambda: {"latest": latest}  # noqa: E731 (evaluated only when a checkpoint is written)
+        for step in range(start + 1, total + 1):
+            latest.update(training_step(nets, config, real_batch(next(batches), nets, config), step))
+            if nets.augment is not None:
+                latest["p"] = nets.augment.p
+            log.update(step, latest)
+            if step % config.sample_every == 0:
+                sheets.update(step, nets.ema.module, log.history)
+            if ckpt.step(step, objects, extra=extra):
+                stopped = ckpt.stop_reason
+                break
+        if ckpt.last_saved_step != step:
+            ckpt.save(step, objects, extra=extra)
+        log.close()
+
+    result = TrainResult(nets.ema.module, nets.G, nets.D, step, total, stopped, log.history,
+                         nets.augment.p if nets.augment is not None else None, run_dir, out,
+                         checkpoint=ckpt.latest())
+    if sheets.last_step != step:
+        sheets.update(step, nets.ema.module, log.history)
+    result.grid = sheets.grids / f"step-{step:09d}.png"
+    result.gif = sheets.gif if sheets.gif.is_file() else None
+    result.curves = sheets.curves if sheets.curves.is_file() else None
+    if step >= total:
+        result.export = export_rosinality(out / f"stylegan2-{config.size}px.pt", nets.ema.module, g=nets.G, d=nets.D,
+                                          latent_avg=mean_w(nets.ema.module))
+    if verbose:
+        state = f"stopped at step {step} of {total} ({stopped})" if stopped else f"finished {step} steps"
+        print(f"StyleGAN2: {state}; samples in {sheets.grids}")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading a run back
+# ---------------------------------------------------------------------------------------------------------
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path:
+    """The newest verified checkpoint of a run folder; FileNotFoundError when there is none."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    manager = CheckpointManager(run_dir, every_minutes=None, handle_signals=False, verbose=False)
+    try:
+        path = manager.latest()
+    finally:
+        manager.close()
+    if path is None:
+        raise FileNotFoundError(f"{run_dir} holds no verified training checkpoint (ckpt-*.pt with its .json)")
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> LoadedStyleGAN:
+    """G average, G and D of a training checkpoint (a file, or a run folder: its newest checkpoint), or of a
+    rosinality ``.pt`` file. The architecture is read from the tensor shapes."""
+    path = Path(path)
+    if path.is_dir():
+        path = latest_checkpoint(path)
+    payload = safe_load(path)
+    if isinstance(payload, Mapping) and payload.get("format") == FORMAT:
+        saved = payload["objects"]
+        if "g_ema" not in saved:
+            raise ValueError(f"{path} is a colab_utils checkpoint but not of a StyleGAN2 run (it holds "
+                             f"{sorted(saved)})")
+        nets = {name: saved[name] for name in ("g_ema", "g", "d") if name in saved}
+        loaded = load_rosinality(nets, which="all", device=device)
+        loaded.source = str(path)
+        loaded.extra = {"step": payload.get("step"), "config": payload.get("config")}
+        return loaded
+    return load_rosinality(path, which="all", device=device)
