@@ -1,0 +1,75 @@
+"""Which StyleGAN2 to edit: the small one trained on synthetic faces, FFHQ through the hub, or your own file.
+
+    G, name = load_generator("synthetic")      # assets/stylegan2_synthetic_64.pt (64 px, trained by our trainer)
+    G, name = load_generator("ffhq")           # NVIDIA's FFHQ config-f, 1024 px, via colab_utils.hub
+    G, name = load_generator("/content/drive/MyDrive/colab_utils/runs/me/stylegan2.pt")   # rosinality format
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from colab_utils import runtime
+
+SYNTHETIC_ASSET = "stylegan2_synthetic_64.pt"
+REPOSITORY_ASSETS = Path(__file__).resolve().parents[2] / "assets"
+ASSET_URL = f"https://raw.githubusercontent.com/colab-utils/colab_utils/main/assets/{SYNTHETIC_ASSET}"
+FFHQ = "stylegan2_ffhq_config_f"
+
+
+def synthetic_generator_path(*, download: bool | None = None) -> Path | None:
+    """The generator trained on synthetic faces: ``assets/`` of a clone (or of the current folder); else,
+    when ``download`` (default: in Colab), fetched from the repository through ``colab_utils.hub``; else
+    None."""
+    for folder in (REPOSITORY_ASSETS, Path.cwd() / "assets"):
+        if (folder / SYNTHETIC_ASSET).is_file():
+            return folder / SYNTHETIC_ASSET
+    if download if download is not None else runtime.in_colab():
+        from colab_utils import hub
+
+        return Path(hub.download(ASSET_URL))
+    return None
+
+
+def tiny_generator(size: int = 64, seed: int = 0):
+    """A randomly initialised small StyleGAN2 (for smoke runs when no trained file is at hand; its clusters
+    are not face parts)."""
+    from colab_utils.stylegan2 import Generator
+
+    torch.manual_seed(seed)
+    channels = {r: 32 for r in (4, 8, 16, 32)} | {r: 16 for r in (64, 128, 256, 512, 1024) if r <= size}
+    return Generator(size, style_dim=64, n_mlp=2, channels=channels).eval()
+
+
+def load_generator(weights: str | os.PathLike = "synthetic", *, device: str | torch.device | None = None,
+                   fallback_to_random: bool = False):
+    """``(G, description)``: the sampling generator (``g_ema``, eval mode) of ``weights``.
+
+    ``weights``: ``"synthetic"`` (see :func:`synthetic_generator_path`), ``"ffhq"`` (hub entry
+    ``stylegan2_ffhq_config_f``), a hub name, or a path to a rosinality-format ``.pt``. With
+    ``fallback_to_random``, a missing synthetic generator is replaced by :func:`tiny_generator` (and the
+    description says so) instead of raising.
+    """
+    from colab_utils.stylegan2 import load_rosinality
+
+    device = torch.device(device) if device is not None else runtime.default_device()
+    if weights == "synthetic":
+        path = synthetic_generator_path()
+        if path is None:
+            if fallback_to_random:
+                return tiny_generator().to(device), "a RANDOMLY INITIALISED tiny generator (no trained file found)"
+            raise FileNotFoundError(f"{SYNTHETIC_ASSET} is not in {REPOSITORY_ASSETS}: work from a clone of the "
+                                    f"repository, or pass the path of a rosinality .pt")
+        return load_rosinality(path, device=device).g_ema, f"the StyleGAN2 trained on synthetic faces ({path.name})"
+    if weights == "ffhq":
+        weights = FFHQ
+    path = Path(weights)
+    if not path.is_file():
+        from colab_utils import hub
+
+        if str(weights) not in hub.REGISTRY:
+            raise FileNotFoundError(f"{weights} is neither a file nor a hub entry ({', '.join(sorted(hub.REGISTRY))})")
+        path = Path(hub.download(str(weights)))
+    return load_rosinality(path, device=device).g_ema, f"{path.name}"

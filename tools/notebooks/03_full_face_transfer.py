@@ -1,0 +1,99 @@
+"""Source of notebooks/03_full_face_transfer.ipynb (run: python tools/notebooks/03_full_face_transfer.py)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from make_notebook import write  # noqa: E402
+
+INTRO = """Full-face feature transfer: every named part of a reference face applied to a target face in turn,
+target → +eyes → +nose → +mouth → … → a target wearing all of the reference's features, for several pairs;
+then how local each part edit is, against global style mixing and pixel-space pasting (after Collins et al.,
+*Editing in Style*, CVPR 2020).
+
+Uses the catalog notebook 02 saved on Drive when there is one, else builds it (and, for the generator trained on
+synthetic faces, names its clusters with the small segmenter)."""
+
+CELLS = [
+    ("code", '''
+# Parameters. SMOKE is a tiny CPU configuration (CI and the README's main command set COLAB_UTILS_SMOKE=1).
+from colab_utils.runtime import smoke_mode
+SMOKE = smoke_mode()
+WEIGHTS = "synthetic"     # "synthetic", "ffhq", or the path of a rosinality .pt (as in notebook 02)
+PAIRS = [(0, 1), (2, 3), (4, 5)] if SMOKE else [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]   # (target, reference) seeds
+PARTS = None              # the order to apply parts in; None: eyes, brows, nose, mouth, then the other named parts
+STRENGTH = 1.0
+RHO, EPSILON = 0.1, 16.0  # query thresholds (see notebook 02)
+TRUNCATION = 0.7
+N_SAMPLES = 24 if SMOKE else 200
+K = 12 if SMOKE else 18
+SEGMENTER_STEPS = 120 if SMOKE else 400
+PART_NAMES = None         # a dict {"eyes": [...], ...} for generators the segmenter does not know
+REUSE_CATALOG = not SMOKE # load the catalog notebook 02 saved, when it exists
+SEED = 0
+if SMOKE:
+    WEIGHTS = "synthetic"
+'''),
+    ("code", '''
+import torch
+from colab_utils import runtime, viz
+from colab_utils.editing import load_generator
+drive = runtime.mount_drive()
+info = runtime.describe_device(verbose=True)
+OUT = runtime.output_dir("03_full_face_transfer")
+G, description = load_generator(WEIGHTS, device=info.device, fallback_to_random=SMOKE)
+print(f"editing {description}: {G.size} px")
+'''),
+    ("md", "## Catalog and part names"),
+    ("code", '''
+from colab_utils.editing import Catalog, auto_name_clusters, build_catalog, train_segmenter
+saved = runtime.project_dir("catalogs") / f"catalog_{G.size}px_k{K}"
+if REUSE_CATALOG and (saved / "catalog.json").is_file():
+    catalog = Catalog.load(saved)
+    catalog.check_generator(G)
+else:
+    catalog = build_catalog(G, n_samples=N_SAMPLES, k=K, seed=SEED, truncation=TRUNCATION)
+if PART_NAMES:
+    catalog.set_parts(PART_NAMES)
+elif not catalog.parts and WEIGHTS == "synthetic":
+    segmenter = train_segmenter(steps=SEGMENTER_STEPS, seed=SEED)
+    print(auto_name_clusters(G, catalog, segmenter, n_samples=16, seed=SEED + 2, truncation=TRUNCATION).table())
+if not catalog.parts:
+    raise ValueError("name the catalog's clusters first: set PART_NAMES, or use notebook 02's form")
+print(catalog)
+'''),
+    ("md", "## Progressions\nOne row per pair: the target, each part added in turn, all parts in one blend "
+           "(*joint*), and the reference. Every image of a row comes from one synthesis pass over cached styles."),
+    ("code", '''
+from colab_utils.editing import PartTransfer, progression_grid
+transfer = PartTransfer(G, catalog, *PAIRS[0], rho=RHO, epsilon=EPSILON, truncation=TRUNCATION)
+progressions = []
+for target, reference in PAIRS:
+    transfer.set_target(target)
+    transfer.set_reference(reference)
+    progressions.append(transfer.progression(PARTS, STRENGTH))
+grid = progression_grid(progressions, row_labels=[f"{t} <- {r}" for t, r in PAIRS])
+grid.save(OUT / "full_face_transfer.png")
+viz.show(grid)
+'''),
+    ("md", "## Locality\nFor every part: the error inside the part against the reference (lower: the part was "
+           "transferred) and outside it against the target (lower: nothing else moved), in CIELAB, averaged over the "
+           "pairs. Baselines: *global mixing* takes every channel of the layers the part's query touches; *pixel "
+           "blend* pastes the reference's part into the target, which matches this measure by construction but "
+           "ignores whether the part fits the face."),
+    ("code", '''
+from colab_utils.editing import locality_table, mean_locality
+reports = []
+for target, reference in PAIRS:
+    transfer.set_target(target)
+    transfer.set_reference(reference)
+    reports.append(transfer.locality(PARTS, STRENGTH))
+table = locality_table(mean_locality(reports))
+(OUT / "locality.md").write_text(table + "\\n")
+print(table)
+'''),
+]
+
+if __name__ == "__main__":
+    out = Path(__file__).resolve().parents[2] / "notebooks" / "03_full_face_transfer.ipynb"
+    write(out, "Full-face feature transfer", INTRO, CELLS)
+    print("wrote", out)
