@@ -46,8 +46,8 @@ print(f"editing {description}: {G.size} px")
     ("md", "## Catalog and part names"),
     ("code", '''
 from colab_utils.editing import Catalog, auto_name_clusters, build_catalog, train_segmenter
-saved = runtime.project_dir("catalogs") / f"catalog_{G.size}px_k{K}"
-if REUSE_CATALOG and (saved / "catalog.json").is_file():
+saved = runtime.project_dir("catalogs") / f"catalog_{G.size}px_k{K}" if REUSE_CATALOG else None
+if saved is not None and (saved / "catalog.json").is_file():
     catalog = Catalog.load(saved)
     catalog.check_generator(G)
 else:
