@@ -478,6 +478,9 @@ def train(config: TrainConfig, data: Any = "synthetic", run_dir: str | os.PathLi
     else ``run_dir``). SIGTERM, Ctrl-C / the notebook's stop button and ``session_hours`` stop the run with
     a checkpoint."""
     config.check()
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        raise RuntimeError("the StyleGAN2 trainer runs in one process: under torchrun every process would train "
+                           f"its own copy into {run_dir}. Start it with plain `python -m colab_utils.stylegan2 train`")
     device = resolve_device(config)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = config.cudnn_benchmark
