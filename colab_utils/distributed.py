@@ -170,6 +170,16 @@ def rank_share(tensor: torch.Tensor, dist: Dist) -> torch.Tensor:
     return tensor[dist.rank::dist.world_size]
 
 
+def mean_over_ranks(values: Mapping[str, torch.Tensor], dist: Dist) -> dict[str, torch.Tensor]:
+    """Scalars of each rank's share (losses) averaged over the ranks: the global batch's values."""
+    if not dist.enabled:
+        return dict(values)
+    names = sorted(values)
+    stacked = torch.stack([values[name].detach().float() for name in names]).to(_flags_device(dist))
+    tdist.all_reduce(stacked)
+    return dict(zip(names, stacked / dist.world_size))
+
+
 def broadcast_object(obj: Any, dist: Dist, src: int = 0) -> Any:
     """``obj`` from rank ``src`` on every rank (a picklable value)."""
     if not dist.enabled:
@@ -302,11 +312,9 @@ def _spawned(local_rank: int, fn: Callable, world_size: int, port: int, args: tu
 def launch_local(fn: Callable, world_size: int, *args) -> None:
     """Run ``fn(*args)`` in ``world_size`` new processes on this machine with torchrun's environment set (what
     ``torchrun --nproc_per_node`` does), for tests and benchmarks. ``fn`` must be importable (top level).
-    Processes are forked where that is safe (Linux, CUDA not yet initialised), which skips re-importing torch."""
-    import multiprocessing
-
+    The processes are spawned, never forked: a fork of a process whose OpenMP or CUDA threads are running can
+    hang in the child."""
     import torch.multiprocessing as mp
 
-    fork_ok = "fork" in multiprocessing.get_all_start_methods() and not torch.cuda.is_initialized()
     mp.start_processes(_spawned, args=(fn, world_size, free_port(), args), nprocs=world_size, join=True,
-                       start_method="fork" if fork_ok else "spawn")
+                       start_method="spawn")

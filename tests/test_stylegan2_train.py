@@ -310,12 +310,3 @@ def test_cli_train_generate_export(tmp_path, capsys):
     assert loaded.config["size"] == 32 and loaded.d is not None
     for key, value in trained.g_ema.state_dict().items():
         assert torch.equal(loaded.g_ema.state_dict()[key], value)
-
-
-def test_torchrun_is_refused_until_the_trainer_is_distributed(tmp_path, monkeypatch):
-    from colab_utils.stylegan2 import train as train_fn
-    from colab_utils.stylegan2.train import TrainConfig
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(RuntimeError, match="runs in one process"):
-        train_fn(TrainConfig(size=32), "synthetic", tmp_path / "run")
-    assert not (tmp_path / "run").exists()

@@ -188,6 +188,8 @@ def run_train(args) -> int:
             return 2
     data = args.data if args.data == "synthetic" else Path(args.data)
     result = train(config, data, args.run_dir, out_dir=args.out_dir, progress=not args.no_progress)
+    if result.checkpoint is None:  # a rank other than 0 under torchrun: rank 0 reports
+        return 0
     print(f"checkpoint: {result.checkpoint}")
     if result.export:
         print(f"rosinality export: {result.export}")

@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
-from colab_utils import runtime, viz
+from colab_utils import distributed, runtime, viz
 from colab_utils.checkpoint import FORMAT, CheckpointManager, ResumableSampler, infinite_batches, safe_load
 from colab_utils.data.images import ImageFolderDataset, list_images, prepare_dataset
 from colab_utils.data.synthetic import make_faces
@@ -189,9 +189,10 @@ def _fits_in_memory(count: int, size: int) -> bool:
     return count * 3 * size * size <= CACHE_LIMIT_BYTES
 
 
-def _flip(images: torch.Tensor) -> torch.Tensor:
-    """Mirror a random half of the batch (global torch RNG: saved and restored with every checkpoint)."""
-    flip = torch.rand(images.shape[0]) < 0.5
+def _flip(images: torch.Tensor, dist: distributed.Dist = distributed.Dist()) -> torch.Tensor:
+    """Mirror a random half of the batch (global torch RNG: saved and restored with every checkpoint). With
+    several ranks the coins are tossed for the global batch and each rank keeps its rows."""
+    flip = distributed.rank_share(torch.rand(images.shape[0] * dist.world_size), dist) < 0.5
     return torch.where(flip.to(images.device).view(-1, 1, 1, 1), images.flip(3), images)
 
 
@@ -229,13 +230,21 @@ class PathLengthPenalty:
 
     def __init__(self, decay: float = 0.01, device="cpu"):
         self.decay = decay
-        self.mean = torch.zeros((), device=device)
+        self.mean = torch.zeros((), dtype=torch.float32, device=device)
 
-    def __call__(self, fake: torch.Tensor, latents: torch.Tensor, precision: Precision) -> torch.Tensor:
-        noise = torch.randn_like(fake, dtype=torch.float32) / math.sqrt(fake.shape[2] * fake.shape[3])
+    def __call__(self, fake: torch.Tensor, latents: torch.Tensor, precision: Precision,
+                 dist: distributed.Dist = distributed.Dist()) -> torch.Tensor:
+        """With several ranks ``fake`` is this rank's share: the projection noise is drawn for the global batch
+        (each rank keeps its rows) and the running mean moves by the mean over all ranks' lengths."""
+        shape = (fake.shape[0] * dist.world_size,) + tuple(fake.shape[1:])
+        noise = distributed.rank_share(torch.randn(shape, dtype=torch.float32, device=fake.device), dist)
+        noise = noise / math.sqrt(fake.shape[2] * fake.shape[3])
         grad = _input_gradient((fake.float() * noise).sum(), latents, precision)
         lengths = grad.float().square().sum(2).mean(1).sqrt()
         batch_mean = lengths.mean().detach()
+        if dist.enabled:
+            torch.distributed.all_reduce(batch_mean)
+            batch_mean = batch_mean / dist.world_size
         # An fp16 overflow (inf/nan, a step the grad scaler skips) must not poison the running mean.
         self.mean = torch.where(batch_mean.isfinite(), self.mean.lerp(batch_mean, self.decay), self.mean)
         return (lengths - self.mean).square().mean()
@@ -273,6 +282,15 @@ class Nets:
     pl: PathLengthPenalty
     device: torch.device
     channels_last: bool
+    dist: distributed.Dist = field(default_factory=distributed.Dist)
+    G_train: torch.nn.Module | None = None   # the DDP wrappers the trained passes go through (see wrap())
+    D_train: torch.nn.Module | None = None
+
+    def wrap(self, dist: distributed.Dist) -> None:
+        """Train through DistributedDataParallel wrappers of G and D (after a restore: DDP broadcasts rank 0's
+        weights); the plain modules stay for the EMA, samples, checkpoints and the untrained side of a pass."""
+        self.dist = dist
+        self.G_train, self.D_train = distributed.wrap(self.G, dist), distributed.wrap(self.D, dist)
 
     def objects(self) -> dict:
         objects = {"g": self.G, "d": self.D, "g_ema": self.ema, "g_optim": self.g_optim, "d_optim": self.d_optim,
@@ -282,7 +300,27 @@ class Nets:
         return objects
 
     def aug(self, images: torch.Tensor) -> torch.Tensor:
-        return self.augment(images) if self.augment is not None else images
+        """Adaptive augmentation; with several ranks the rows are placed in a global-batch tensor (rank ``r``
+        at rows r, r + W, ...) so every rank draws the one-process parameters, and each keeps its rows."""
+        if self.augment is None:
+            return images
+        dist = self.dist
+        if not dist.enabled or self.augment.p <= 0.0:
+            return self.augment(images)
+        b = images.shape[0]
+        rows = torch.arange(dist.rank, b * dist.world_size, dist.world_size, device=images.device)
+        full = images.new_zeros((b * dist.world_size,) + tuple(images.shape[1:])).index_copy(0, rows, images)
+        return distributed.rank_share(self.augment(full), dist)
+
+    def update_augment(self, real_logits: torch.Tensor) -> None:
+        """ADA's p moves by the sign of D(real) over the global batch (the same p on every rank)."""
+        if self.augment is None:
+            return
+        if self.dist.enabled:
+            parts = [torch.empty_like(real_logits) for _ in range(self.dist.world_size)]
+            torch.distributed.all_gather(parts, real_logits.detach().contiguous())
+            real_logits = torch.cat(parts)
+        self.augment.update(real_logits)
 
     def apply_adam_settings(self, config: "TrainConfig") -> None:
         for optim, network in ((self.g_optim, "g"), (self.d_optim, "d")):
@@ -328,22 +366,30 @@ def build_nets(config: TrainConfig, device: torch.device | str | None = None) ->
 # The four phases of a step
 # ---------------------------------------------------------------------------------------------------------
 
-def _latents(nets: Nets, config: TrainConfig, batch: int):
-    return mixing_latents(batch, nets.G.style_dim, config.mixing, nets.G.n_latent, device=nets.device)
+def _latents(nets: Nets, config: TrainConfig, batch: int) -> dict:
+    """G's keyword arguments for ``batch`` images (the global batch). With several ranks every rank draws the
+    global batch's latents, mixing point and per-layer noise and keeps its rows; one process draws the noise
+    inside G, as before."""
+    z = mixing_latents(batch, nets.G.style_dim, config.mixing, nets.G.n_latent, device=nets.device)
+    if not nets.dist.enabled:
+        return {"styles": z.styles, "inject_index": z.inject_index}
+    share = lambda t: distributed.rank_share(t, nets.dist)  # noqa: E731
+    noise = [share(n) for n in nets.G.make_noise(batch)]
+    return {"styles": [share(s) for s in z.styles], "inject_index": z.inject_index, "noise": noise}
 
 
 def discriminator_step(nets: Nets, config: TrainConfig, real: torch.Tensor) -> dict:
     requires_grad(nets.G, False)
     requires_grad(nets.D, True)
-    z = _latents(nets, config, real.shape[0])
+    z = _latents(nets, config, real.shape[0] * nets.dist.world_size)
+    D = nets.D_train or nets.D
     with nets.precision.autocast():
-        fake, _ = nets.G(z.styles, inject_index=z.inject_index)
-        fake_logits = nets.D(nets.aug(fake))
-        real_logits = nets.D(nets.aug(real))
+        fake, _ = nets.G(**z)
+        fake_logits = D(nets.aug(fake))
+        real_logits = D(nets.aug(real))
         loss = d_logistic_loss(real_logits, fake_logits)
     nets.precision.backward_step(loss, nets.d_optim)
-    if nets.augment is not None:
-        nets.augment.update(real_logits)
+    nets.update_augment(real_logits)
     return {"d": loss.detach(), "real": real_logits.detach().float().mean(),
             "fake": fake_logits.detach().float().mean()}
 
@@ -351,9 +397,11 @@ def discriminator_step(nets: Nets, config: TrainConfig, real: torch.Tensor) -> d
 def r1_step(nets: Nets, config: TrainConfig, real: torch.Tensor) -> torch.Tensor:
     real = real.detach().requires_grad_(True)
     with nets.precision.autocast():
-        real_logits = nets.D(nets.aug(real))
+        real_logits = (nets.D_train or nets.D)(nets.aug(real))
         penalty = r1_penalty(real_logits, real, nets.precision)
         loss = config.r1_gamma / 2 * penalty * config.r1_every
+        if nets.dist.enabled:  # D's last bias has no input gradient: a zero term so DDP sees every parameter used
+            loss = loss + 0 * real_logits.float().sum()
     nets.precision.backward_step(loss, nets.d_optim)
     return penalty.detach()
 
@@ -363,7 +411,7 @@ def generator_step(nets: Nets, config: TrainConfig) -> torch.Tensor:
     requires_grad(nets.D, False)
     z = _latents(nets, config, config.batch)
     with nets.precision.autocast():
-        fake, _ = nets.G(z.styles, inject_index=z.inject_index)
+        fake, _ = (nets.G_train or nets.G)(**z)
         loss = g_nonsaturating_loss(nets.D(nets.aug(fake)))
     nets.precision.backward_step(loss, nets.g_optim)
     return loss.detach()
@@ -372,9 +420,11 @@ def generator_step(nets: Nets, config: TrainConfig) -> torch.Tensor:
 def path_length_step(nets: Nets, config: TrainConfig) -> torch.Tensor:
     z = _latents(nets, config, max(1, config.batch // config.pl_batch_shrink))
     with nets.precision.autocast():
-        fake, latents = nets.G(z.styles, inject_index=z.inject_index, return_latents=True)
-        penalty = nets.pl(fake, latents, nets.precision)
+        fake, latents = (nets.G_train or nets.G)(**z, return_latents=True)
+        penalty = nets.pl(fake, latents, nets.precision, nets.dist)
         loss = config.pl_weight * config.pl_every * penalty
+        if nets.dist.enabled:  # the same for G's parameters the Jacobian does not depend on
+            loss = loss + 0 * fake.float().sum()
     nets.precision.backward_step(loss, nets.g_optim)
     return penalty.detach()
 
@@ -382,7 +432,7 @@ def path_length_step(nets: Nets, config: TrainConfig) -> torch.Tensor:
 def real_batch(batch: torch.Tensor, nets: Nets, config: TrainConfig) -> torch.Tensor:
     """A loader batch as D's input: randomly mirrored, on the device, in the networks' memory format."""
     if config.mirror:
-        batch = _flip(batch)
+        batch = _flip(batch, nets.dist)
     batch = batch.to(nets.device, non_blocking=True)
     return batch.contiguous(memory_format=torch.channels_last) if nets.channels_last else batch
 
@@ -476,19 +526,28 @@ def train(config: TrainConfig, data: Any = "synthetic", run_dir: str | os.PathLi
     the newest verified one. Sample grids, the progress GIF, loss curves and, once the run is complete, the
     G average in rosinality format (``stylegan2-<size>px.pt``) go to ``out_dir`` (default: ``drive_dir``,
     else ``run_dir``). SIGTERM, Ctrl-C / the notebook's stop button and ``session_hours`` stop the run with
-    a checkpoint."""
+    a checkpoint.
+
+    Under ``torchrun --nproc_per_node=N`` the run trains with DistributedDataParallel: ``config.batch`` is the
+    global batch, every rank draws the global batch's latents, noise, flips and augmentation and keeps its rows
+    (:func:`colab_utils.distributed.rank_share`), rank 0 alone writes checkpoints, samples and the export, and
+    checkpoints move between process counts. D's minibatch-stddev groups are formed within each rank's share."""
     config.check()
-    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
-        raise RuntimeError("the StyleGAN2 trainer runs in one process: under torchrun every process would train "
-                           f"its own copy into {run_dir}. Start it with plain `python -m colab_utils.stylegan2 train`")
+    had_group = torch.distributed.is_available() and torch.distributed.is_initialized()
+    dist = distributed.init(None if config.device == "auto" else config.device)
+    per_rank = distributed.per_rank_batch(config.batch, dist)
+    distributed.per_rank_batch(max(1, config.batch // config.pl_batch_shrink), dist)  # the path-length batch
+    progress, verbose = progress and dist.is_main, verbose and dist.is_main
     device = resolve_device(config)
+    if dist.enabled:
+        device = dist.device(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = config.cudnn_benchmark
     dataset = training_images(data, config.size, min_images=config.batch,
                               synthetic_images=config.synthetic_images, seed=config.seed)
     runtime.seed_everything(config.seed)
     nets = build_nets(config, device)
-    sampler = ResumableSampler(len(dataset), seed=config.seed)
+    sampler = ResumableSampler(len(dataset), seed=config.seed)  # the one-process order; each rank takes its rows
     total = config.total_steps
     log = ProgressLog(total, desc="StyleGAN2", batch_size=config.batch, record_every=config.log_every,
                       disable=not progress)
@@ -499,24 +558,31 @@ def train(config: TrainConfig, data: Any = "synthetic", run_dir: str | os.PathLi
     from_disk = isinstance(dataset, ImageFolderDataset) and not _fits_in_memory(len(dataset), config.size)
     workers = config.workers if config.workers is not None else (2 if device.type == "cuda" and from_disk else 0)
 
-    with CheckpointManager(run_dir, every_steps=config.checkpoint_every, every_minutes=config.checkpoint_minutes,
-                           keep_last=config.keep_last, session_hours=config.session_hours,
-                           drive_dir=config.drive_dir, config=config.identity(), verbose=verbose) as ckpt:
+    manager = CheckpointManager(run_dir, every_steps=config.checkpoint_every, every_minutes=config.checkpoint_minutes,
+                                keep_last=config.keep_last, session_hours=config.session_hours,
+                                drive_dir=config.drive_dir, config=config.identity(), verbose=verbose)
+    with distributed.Checkpoints(manager, dist) as ckpt:
         info = ckpt.restore(objects)
         start = info["step"] if info else 0
         nets.apply_adam_settings(config)  # a learning rate changed between sessions applies on resume
-        if start == 0:
+        if dist.enabled:
+            nets.wrap(dist)
+        if start == 0 and dist.is_main:
             sheets.grid(0, nets.ema.module)
-        batches = infinite_batches(dataset, sampler, config.batch, workers, pin_memory=device.type == "cuda")
+        batches = infinite_batches(dataset, sampler, per_rank, workers, pin_memory=device.type == "cuda",
+                                   share=(dist.rank, dist.world_size))
         stopped, step = None, start
         latest = dict(info["extra"].get("latest", {})) if info else {}  # newest value of every loss, lazy ones too
         extra = lambda: {"latest": latest}  # noqa: E731 (evaluated only when a checkpoint is written)
         for step in range(start + 1, total + 1):
-            latest.update(training_step(nets, config, real_batch(next(batches), nets, config), step))
+            losses = training_step(nets, config, real_batch(next(batches), nets, config), step)
+            if dist.enabled and step % config.log_every == 0:
+                losses = distributed.mean_over_ranks(losses, dist)
+            latest.update(losses)
             if nets.augment is not None:
                 latest["p"] = nets.augment.p
             log.update(step, latest)
-            if step % config.sample_every == 0:
+            if step % config.sample_every == 0 and dist.is_main:
                 sheets.update(step, nets.ema.module, log.history)
             if ckpt.step(step, objects, extra=extra):
                 stopped = ckpt.stop_reason
@@ -525,9 +591,13 @@ def train(config: TrainConfig, data: Any = "synthetic", run_dir: str | os.PathLi
             ckpt.save(step, objects, extra=extra)
         log.close()
 
+    if not had_group:
+        distributed.shutdown(dist)
     result = TrainResult(nets.ema.module, nets.G, nets.D, step, total, stopped, log.history,
                          nets.augment.p if nets.augment is not None else None, run_dir, out,
-                         checkpoint=ckpt.latest())
+                         checkpoint=ckpt.latest() if dist.is_main else None)
+    if not dist.is_main:
+        return result
     if sheets.last_step != step:
         sheets.update(step, nets.ema.module, log.history)
     result.grid = sheets.grids / f"step-{step:09d}.png"
