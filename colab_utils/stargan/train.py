@@ -347,14 +347,6 @@ def _plot_losses(log: ProgressLog, folder: Path) -> None:
         viz.plot_curves(log.history, folder / "losses.png", title="StarGAN v2 losses")
 
 
-def _mean_over_ranks(losses: dict[str, torch.Tensor], dist: distributed.Dist) -> dict[str, torch.Tensor]:
-    """The losses of the whole global batch: each rank's (of its share) averaged over the ranks."""
-    names = sorted(losses)
-    values = torch.stack([losses[name].float() for name in names])
-    torch.distributed.all_reduce(values)
-    return dict(zip(names, values / dist.world_size))
-
-
 def _export(state: TrainState, step: int, folders: list[Path]) -> Path:
     """Write the averaged networks (and D) in the official layout, replacing older exports of this run."""
     nets = {**state.ema_nets(), "discriminator": state.nets.discriminator}
@@ -438,7 +430,7 @@ def train(config: TrainConfig, data_root, run_dir, *, device=None, fan: nn.Modul
             batch = data.next(device, state.memory_format)
             losses = train_step(state, batch, diversity_weight(config, step), wrapped)
             if dist.enabled and step % config.log_every == 0:
-                losses = _mean_over_ranks(losses, dist)
+                losses = distributed.mean_over_ranks(losses, dist)
             log.update(step, {**losses, "lambda_ds": diversity_weight(config, step)})
             if samples is not None and step % config.sample_every == 0:
                 save_samples(state.ema_nets(), *samples, out_dirs[-1] / "samples", step, config.seed)
