@@ -329,3 +329,35 @@ def test_short_audio_is_padded_to_the_video(clip, tmp_path):
     info = probe(out)
     assert info.n_frames == round(SECONDS * FPS) and abs(info.audio_duration - SECONDS) < ONE_FRAME
     assert any("covers 0.50 s" in note for note in writer.notes)
+
+
+def _ffmpeg_binaries():
+    """This environment's ffmpeg, plus any named in ``COLAB_UTILS_TEST_FFMPEG`` (``os.pathsep``-separated):
+    CI points it at the other environment's binary, so that the fresh install's ffmpeg 9 and Colab's ffmpeg 7
+    (imageio-ffmpeg 0.6.0) are both checked from either side."""
+    import os
+    extra = [p for p in os.environ.get("COLAB_UTILS_TEST_FFMPEG", "").split(os.pathsep) if p]
+    missing = [p for p in extra if not os.access(p, os.X_OK)]
+    assert not missing, f"COLAB_UTILS_TEST_FFMPEG names binaries that are not there: {missing}"
+    return [ffmpeg_exe(), *extra]
+
+
+def _ffmpeg_version(exe):
+    first = subprocess.run([exe, "-version"], capture_output=True, text=True).stdout.split("\n", 1)[0]
+    return first.split(" Copyright")[0]
+
+
+@pytest.mark.parametrize("exe", _ffmpeg_binaries(), ids=lambda p: _ffmpeg_version(p).replace(" ", "_")[:40])
+def test_written_video_is_probed_with_its_frame_count_on_every_ffmpeg(exe, clip, tmp_path, monkeypatch):
+    # ffmpeg 7's -progress has no frame= line when streams are copied: a count that relied on it read 0.
+    frames = [frame for frame, _ in zip(iter_frames(clip), range(17))]
+    out = tmp_path / "written.mp4"
+    with VideoWriter(out, fps=FPS) as writer:
+        for frame in frames:
+            writer.write(frame)
+    monkeypatch.setattr("colab_utils.data.video_io.ffmpeg_exe", lambda: exe)
+    info = probe(out)
+    assert (info.n_frames, info.n_frames_exact) == (17, True), _ffmpeg_version(exe)
+    assert info.duration == pytest.approx(17 / FPS)
+    assert probe(clip).n_frames == int(SECONDS * FPS), _ffmpeg_version(exe)
+    assert probe(clip).audio_duration == pytest.approx(SECONDS, abs=0.05), _ffmpeg_version(exe)

@@ -189,16 +189,24 @@ def _nominal_rate(stream: _Stream) -> tuple[Fraction, bool]:
     return exact_rate(fps or tbr), False
 
 
+def _count_framecrc(args: list[str], path) -> int:
+    """Run ffmpeg with the ``framecrc`` muxer on stdout and count its lines: one line per packet (or decoded
+    frame) of the single mapped stream. Unlike ``-progress``'s ``frame=`` counter, which ffmpeg 7 leaves out
+    when streams are copied, this output has kept one format from ffmpeg 4 to 9."""
+    proc = _run(["-nostats", *args, "-f", "framecrc", "-"])
+    if proc.returncode != 0:
+        raise VideoError(f"{path}: ffmpeg could not read it ({_last_error_line(proc.stderr)})")
+    return sum(1 for line in proc.stdout.splitlines() if line[:1].isdigit())
+
+
 def _count_packets(path: Path) -> int:
     """Frames in the first video stream, counted by demuxing only (no decoding)."""
-    values = _progress(["-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "null", "-"], path)
-    return int(values.get("frame", "0") or 0)
+    return _count_framecrc(["-i", str(path), "-map", "0:v:0", "-c", "copy"], path)
 
 
 def _count_resampled(path: Path, rate: Fraction) -> int:
     """Frames that :func:`iter_frames` delivers at ``rate``, by decoding through the same ``fps`` filter."""
-    values = _progress(["-i", str(path), "-map", "0:v:0", "-vf", f"fps={rate}", "-f", "null", "-"], path)
-    return int(values.get("frame", "0") or 0)
+    return _count_framecrc(["-i", str(path), "-map", "0:v:0", "-vf", f"fps={rate}"], path)
 
 
 def probe(path) -> VideoInfo:
