@@ -43,16 +43,28 @@ def mount_drive(path: str = DRIVE_MOUNT, *, force_remount: bool = False, verbose
         raise ValueError(f"Drive mount point {mount} contains a space; Colab refuses such paths")
     if mount.is_symlink():
         raise ValueError(f"Drive mount point {mount} is a symbolic link; Colab refuses such paths")
-    if (mount / "MyDrive").is_dir() and not force_remount:
+    mounted = _looks_mounted(mount)
+    if mounted and not force_remount:
         if verbose:
             print(f"Google Drive already mounted at {mount}")
         return mount
-    if mount.is_dir() and any(mount.iterdir()):
-        raise ValueError(f"Drive mount point {mount} exists and is not empty; pick an empty folder")
+    if not mounted and mount.is_dir() and any(mount.iterdir()):
+        raise ValueError(f"Drive mount point {mount} exists and is not empty (and no Drive is mounted there); "
+                         "Colab mounts only into an empty folder: move its contents away or pick another folder")
     from google.colab import drive  # type: ignore[import-not-found]
 
+    # force_remount=True on a live (or stale) mount: Colab's own drive.mount unmounts it first.
     drive.mount(str(mount), force_remount=force_remount)
     return mount
+
+
+def _looks_mounted(mount: Path) -> bool:
+    """A Drive is (or was) mounted at ``mount``: its ``MyDrive`` folder is there, the folder is a mount point,
+    or it cannot even be listed (a stale FUSE mount answers "Transport endpoint is not connected")."""
+    try:
+        return (mount / "MyDrive").is_dir() or os.path.ismount(mount)
+    except OSError:
+        return True
 
 
 def drive_mounted(path: str = DRIVE_MOUNT) -> bool:

@@ -75,3 +75,63 @@ def test_smoke_mode_and_output_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("COLAB_UTILS_OUTPUT", str(tmp_path / "o"))
     assert runtime.output_dir("x") == tmp_path / "o" / "x"
     assert (tmp_path / "o" / "x").is_dir()
+
+
+class StandInDrive:
+    """``google.colab.drive`` as Colab behaves: refuses a non-empty folder that holds no Drive, and with
+    ``force_remount=True`` unmounts a mounted Drive before mounting it again."""
+
+    def __init__(self):
+        self.calls = []
+
+    def mount(self, mountpoint, force_remount=False, timeout_ms=120000):
+        import shutil
+        from pathlib import Path
+        self.calls.append((mountpoint, force_remount))
+        point = Path(mountpoint)
+        mounted = (point / "MyDrive").is_dir()
+        if mounted and not force_remount:
+            return
+        if mounted:
+            shutil.rmtree(point / "MyDrive")          # the unmount
+        if point.is_dir() and any(point.iterdir()):
+            raise ValueError("Mountpoint must not already contain files")
+        (point / "MyDrive").mkdir(parents=True)
+        (point / "MyDrive" / "mounted.txt").write_text(str(len(self.calls)))
+
+
+@pytest.fixture
+def stand_in_colab(monkeypatch):
+    import sys
+    import types
+    from importlib.machinery import ModuleSpec
+    drive = StandInDrive()
+    google, colab = types.ModuleType("google"), types.ModuleType("google.colab")
+    google.__path__, colab.__path__ = [], []
+    google.__spec__, colab.__spec__ = ModuleSpec("google", None, is_package=True), ModuleSpec("google.colab", None, is_package=True)
+    drive_module = types.ModuleType("google.colab.drive")
+    drive_module.mount = drive.mount
+    google.colab, colab.drive = colab, drive_module
+    monkeypatch.setitem(sys.modules, "google", google)
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    monkeypatch.setitem(sys.modules, "google.colab.drive", drive_module)
+    assert runtime.in_colab()
+    return drive
+
+
+def test_mount_drive_force_remount_twice(stand_in_colab, tmp_path):
+    point = tmp_path / "drive"
+    assert runtime.mount_drive(str(point), verbose=False) == point
+    assert runtime.mount_drive(str(point), verbose=False) == point          # already mounted: no call
+    assert runtime.mount_drive(str(point), force_remount=True, verbose=False) == point
+    assert runtime.mount_drive(str(point), force_remount=True, verbose=False) == point
+    assert stand_in_colab.calls == [(str(point), False), (str(point), True), (str(point), True)]
+    assert (point / "MyDrive" / "mounted.txt").read_text() == "3"
+
+
+def test_mount_drive_refuses_a_folder_with_local_files(stand_in_colab, tmp_path):
+    point = tmp_path / "drive"
+    (point / "MyDrive_backup").mkdir(parents=True)
+    with pytest.raises(ValueError, match="exists and is not empty"):
+        runtime.mount_drive(str(point), force_remount=True, verbose=False)
+    assert stand_in_colab.calls == []
