@@ -17,7 +17,9 @@ if IN_COLAB:
     try:
         import colab_utils
     except ImportError:
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "git+https://github.com/{REPO}"], check=True)'''
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "git+https://github.com/{REPO}"], check=True)
+from colab_utils.versions import platform_report
+print(platform_report())  # what this runtime has, and what stands in where Colab lacks something'''
 
 
 def badge(name: str) -> str:
