@@ -200,6 +200,20 @@ def _destination(entry: HubFile, dest: str | os.PathLike | None) -> Path:
     return dest
 
 
+def cached(name_or_url: str, dest: str | os.PathLike | None = None) -> Path | None:
+    """The local copy of a file that :func:`download` fetched before (same ``dest`` rules), when it is there
+    and verifies; else None. Never downloads and creates no folder, so it is safe to call just to ask."""
+    entry = resolve(name_or_url)
+    if dest is None:
+        final = runtime.project_dir("downloads", create=False) / entry.filename
+    else:
+        folder_given = os.fspath(dest).endswith(("/", os.sep)) or Path(dest).is_dir()
+        final = Path(dest) / entry.filename if folder_given else Path(dest)
+    if not final.is_file():
+        return None
+    return final if _cached_ok(final, entry) else None
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Downloading
 # ---------------------------------------------------------------------------------------------------------

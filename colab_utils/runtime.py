@@ -71,15 +71,18 @@ def drive_mounted(path: str = DRIVE_MOUNT) -> bool:
     return (Path(path) / "MyDrive").is_dir()
 
 
-def project_dir(name: str | None = None, *, drive_path: str = DRIVE_MOUNT, local_root: str | os.PathLike | None = None) -> Path:
+def project_dir(name: str | None = None, *, drive_path: str = DRIVE_MOUNT, local_root: str | os.PathLike | None = None,
+                create: bool = True) -> Path:
     """The folder that holds downloads and runs: ``MyDrive/colab_utils`` when Drive is mounted, else
-    ``./checkpoints`` (or ``local_root``). With ``name``, the sub-folder of that name. Created if missing."""
+    ``./checkpoints`` (or ``local_root``). With ``name``, the sub-folder of that name. Created if missing,
+    unless ``create=False`` (to look for a file without leaving folders behind)."""
     if local_root is None and drive_mounted(drive_path):
         root = Path(drive_path) / DRIVE_PROJECT
     else:
         root = Path(local_root if local_root is not None else LOCAL_PROJECT)
     out = root / name if name else root
-    out.mkdir(parents=True, exist_ok=True)
+    if create:
+        out.mkdir(parents=True, exist_ok=True)
     return out.resolve()
 
 
