@@ -12,7 +12,7 @@ counters, the data order and every RNG), often, atomically, and resumes from the
         ...one update...
         if ckpt.step(step, objects, extra={"lambda_ds": lambda_ds}):
             break                                       # SIGTERM, Ctrl-C or the session deadline: saved
-    ckpt.close()                                        # waits for the Drive copy
+    ckpt.close()                                        # waits (at most copy_wait_s) for the Drive copies
 
 On disk, beside each ``ckpt-000001000.pt`` lies ``ckpt-000001000.json`` (step, time, size, sha256). Both are
 written to a temporary file in the same folder, flushed, fsynced, renamed over the final name and the folder
@@ -20,6 +20,10 @@ fsynced; the manifest is renamed into place first, so a kill leaves at worst a m
 (ignored). A checkpoint without a manifest, or whose bytes do not match it, is damaged and is skipped (with a
 warning naming it) in favour of an older one. Nothing damaged is deleted. Temporary files left by a killed
 writer are removed the next time a manager opens the folder.
+
+The Drive copy goes through :class:`colab_utils.drive.DriveWriter`: it never writes under an unmounted Drive,
+survives a full, stale or hung Drive (the local checkpoint is the one that counts), and never holds up the end of
+a run, a SIGTERM stop or a read of Drive for longer than a bounded time.
 """
 from __future__ import annotations
 
@@ -32,7 +36,6 @@ import json
 import math
 import os
 import pickle
-import queue
 import random
 import re
 import secrets
@@ -52,6 +55,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from colab_utils.drive import DriveWriter
 from colab_utils import runtime
 
 FORMAT = "colab_utils.checkpoint/1"
@@ -480,13 +484,25 @@ def _write_json_atomic(final: Path, data: dict) -> None:
     _commit(tmp, final)
 
 
-def _copy_file(src: Path, dst: Path) -> None:
-    """Copy ``src`` to ``dst`` in chunks, then flush and fsync (``dst`` is a temp name)."""
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
-        while chunk := fin.read(_CHUNK):
-            fout.write(chunk)
-        fout.flush()
-        os.fsync(fout.fileno())
+def _sha256_ticking(path: Path, tick: Callable[..., None]) -> str:
+    """sha256 of a file on Drive, calling ``tick()`` after each chunk (a bounded reader watches it move)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+            tick()
+    return digest.hexdigest()
+
+
+def _ago(timestamp: Any) -> str:
+    if not timestamp:
+        return "time unknown"
+    minutes = (time.time() - float(timestamp)) / 60
+    if minutes < 1:
+        return "less than a minute ago"
+    if minutes < 120:
+        return f"{minutes:.0f} minute{'' if round(minutes) == 1 else 's'} ago"
+    return f"{minutes / 60:.1f} hours ago"
 
 
 def _find_oserror(err: BaseException) -> OSError | None:
@@ -521,6 +537,7 @@ class _Entry:
     manifest: dict | None
     problem: str | None  # why the manifest is unusable, when it is
     local: bool
+    size_ok: bool | None = None  # Drive entries: the file has the size its manifest gives (a cheap check)
 
 
 class CheckpointManager:
@@ -531,8 +548,13 @@ class CheckpointManager:
     - ``every_steps`` / ``every_minutes``: when :meth:`step` saves (either reached).
     - ``session_hours``: the runtime's lifetime counted from now; :meth:`step` stops with a checkpoint
       ``deadline_margin_s`` before it (default: 60 s or three times the slowest save + Drive copy seen).
-    - ``drive_dir``: each checkpoint saved locally is then copied there by a background thread, its hash
-      verified; :meth:`latest` looks in both folders.
+    - ``drive_dir``: each checkpoint saved locally is then copied there in the background by ``drive_writer``
+      (a :class:`colab_utils.drive.DriveWriter`; one is made when not given; give one to send a run's other
+      Drive files through the same copier, and :meth:`close` closes it), its hash verified; a failed copy is
+      retried, never raised. :meth:`latest` and :meth:`restore` look in both folders (Drive with a bounded
+      wait) and :meth:`restore` says when Drive is behind local disk or local disk is empty.
+    - ``copy_wait_s``: :meth:`close` (the end of a run, or a stop by a signal or the deadline) waits at most
+      this long for Drive copies, and never past the session deadline; then it reports what is not on Drive.
     - ``handle_signals``: SIGTERM and SIGINT (Ctrl-C, the notebook's stop button) set a flag; the next
       :meth:`step` saves and returns True. A second Ctrl-C raises KeyboardInterrupt at once.
     """
@@ -541,7 +563,8 @@ class CheckpointManager:
                  every_steps: int | None = None, every_minutes: float | None = 10.0,
                  session_hours: float | None = None, drive_dir: str | os.PathLike | None = None,
                  prefix: str = "ckpt", handle_signals: bool = True, config: Any = None,
-                 deadline_margin_s: float | None = None, verbose: bool = True):
+                 deadline_margin_s: float | None = None, verbose: bool = True,
+                 drive_writer: DriveWriter | None = None, copy_wait_s: float = 60.0):
         if not isinstance(keep_last, int) or keep_last < 1:
             raise ValueError(f"keep_last must be an int >= 1 (the newest checkpoint is always kept), got {keep_last!r}")
         for name, value in (("keep_every", keep_every), ("every_steps", every_steps)):
@@ -556,10 +579,15 @@ class CheckpointManager:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.drive_dir = Path(drive_dir) if drive_dir is not None else None
-        if self.drive_dir is not None:
-            self.drive_dir.mkdir(parents=True, exist_ok=True)
-            if self.drive_dir.resolve() == self.run_dir.resolve():
-                raise ValueError(f"drive_dir and run_dir are the same folder ({self.run_dir})")
+        # No file system access to drive_dir here: a hung Drive must not block the start of a run.
+        if self.drive_dir is not None and os.path.abspath(self.drive_dir) == os.path.abspath(self.run_dir):
+            raise ValueError(f"drive_dir and run_dir are the same folder ({self.run_dir})")
+        if not (isinstance(copy_wait_s, (int, float)) and copy_wait_s >= 0):
+            raise ValueError(f"copy_wait_s must be a number >= 0, got {copy_wait_s!r}")
+        self.copy_wait_s = float(copy_wait_s)
+        self.drive = drive_writer
+        if self.drive is None and self.drive_dir is not None:
+            self.drive = DriveWriter.bounded(self.copy_wait_s, verbose=verbose)
         self.keep_last, self.keep_every = keep_last, keep_every
         self.every_steps, self.every_minutes = every_steps, every_minutes
         self.prefix = prefix
@@ -576,7 +604,6 @@ class CheckpointManager:
         self._deadline = now + session_hours * 3600.0 if session_hours is not None else None
         self._margin = deadline_margin_s
         self._slowest_save = 0.0
-        self._slowest_copy = 0.0
         self._stop_reason: str | None = None
         self._sigint_seen = False
         self._stopped = False
@@ -586,16 +613,13 @@ class CheckpointManager:
         self._warned: set[tuple[Path, str]] = set()
         self._verified: dict[Path, tuple[int, int]] = {}
         self._lock = threading.Lock()
-        self.copy_errors: list[str] = []
-
-        self._clean_stale_temps(self.run_dir)
-        self._queue: queue.Queue | None = None
-        self._copier: threading.Thread | None = None
-        if self.drive_dir is not None:
-            self._clean_stale_temps(self.drive_dir)
-            self._queue = queue.Queue()
-            self._copier = threading.Thread(target=self._copy_worker, name="checkpoint-drive-copy", daemon=True)
-            self._copier.start()
+        self._drive_lock = threading.RLock()  # Drive-side renames, deletions and scans (never held by the loop)
+        self._drive_scan: list[_Entry] | None = None
+        self._drive_newest: tuple[int, float] | None = None  # (step, time) of the newest checkpoint on Drive
+        self._drive_problem: str | None = None
+        self._copy_failures: dict[str, str] = {}
+        self.drive_report: list[str] = []
+        self._clean_stale_temps(self.run_dir)  # Drive's are cleaned by the writer at its first copy there
 
         self._previous_handlers: dict[int, Any] = {}
         if handle_signals:
@@ -628,7 +652,8 @@ class CheckpointManager:
     def _deadline_margin(self) -> float:
         if self._margin is not None:
             return float(self._margin)
-        return max(60.0, 3.0 * (self._slowest_save + self._slowest_copy))
+        slowest_copy = self.drive.slowest_copy if self.drive is not None else 0.0
+        return max(60.0, 3.0 * (self._slowest_save + slowest_copy))
 
     def due(self, step: int) -> bool:
         """True when ``every_steps`` steps or ``every_minutes`` minutes have passed since the last save."""
@@ -664,6 +689,8 @@ class CheckpointManager:
         the loop must stop (a signal arrived or the deadline is near: a checkpoint has been written).
         ``extra`` may be a callable, evaluated only when a save happens."""
         self._last_seen = (step, objects, extra)
+        if self.drive is not None:
+            self.drive.poll()  # warns once when a Drive copy has stopped moving; never waits
         if self._stopped:  # the loop went on after being told to stop: keep the regular schedule
             if self.due(step):
                 self.save(step, objects, extra=extra)
@@ -726,12 +753,12 @@ class CheckpointManager:
         self._last_save_step, self._last_save_time, self._last_path = step, time.monotonic(), final
         self._slowest_save = max(self._slowest_save, time.monotonic() - started)
         self._apply_retention(self.run_dir, keep=final)
-        if self._queue is not None:
+        if self.drive is not None and self.drive_dir is not None:
             if self._closed:
                 warnings.warn(f"{final} saved after close(): not copied to {self.drive_dir}", CheckpointWarning,
                               stacklevel=2)
             else:
-                self._queue.put((final, manifest))
+                self._queue_copy(final, manifest)
         return final
 
     def _save_error(self, step: int, final: Path, err: Exception) -> CheckpointSaveError:
@@ -794,15 +821,35 @@ class CheckpointManager:
         return [e for e in entries.values() if e.path.exists()]
 
     def _entries(self) -> list[_Entry]:
-        """Every checkpoint in run_dir and drive_dir, newest first (local before Drive at the same step)."""
+        """Every checkpoint in run_dir and drive_dir, newest first (local before Drive at the same step). Drive
+        is listed in a helper thread with a bounded wait; when it cannot be read only local ones are returned
+        (and ``_drive_problem`` says why)."""
         entries = self._scan(self.run_dir, True)
         if self.drive_dir is not None:
-            entries += self._scan(self.drive_dir, False)
+            entries += self._drive_entries()
         entries.sort(key=lambda e: (e.step, e.local), reverse=True)
         return entries
 
-    def _verify(self, entry: _Entry) -> str | None:
-        """None when ``entry`` is sound, else why it is not."""
+    def _drive_entries(self) -> list[_Entry]:
+        def listing(tick):
+            with self._drive_lock:
+                found = self._scan(self.drive_dir, False)
+                for entry in found:
+                    tick()
+                    try:
+                        entry.size_ok = entry.manifest is not None and \
+                            entry.path.stat().st_size == entry.manifest["size"]
+                    except OSError:
+                        entry.size_ok = False
+                return found
+
+        ok, value = self.drive.call(listing, self.drive_dir, "listing")
+        self._drive_problem = None if ok else value
+        self._drive_scan = value if ok else None
+        return value if ok else []
+
+    def _verify(self, entry: _Entry, tick: Callable[..., None] | None = None) -> str | None:
+        """None when ``entry`` is sound, else why it is not. ``tick`` marks progress of a read from Drive."""
         if entry.problem is not None:
             return entry.problem
         manifest = entry.manifest
@@ -815,7 +862,7 @@ class CheckpointManager:
         if stat.st_size != manifest["size"]:
             return f"it has {stat.st_size} bytes, its manifest says {manifest['size']} (truncated or incomplete)"
         try:
-            digest = sha256_file(entry.path)
+            digest = sha256_file(entry.path) if tick is None else _sha256_ticking(entry.path, tick)
         except OSError as err:
             return f"unreadable ({err})"
         if digest != manifest["sha256"]:
@@ -841,12 +888,22 @@ class CheckpointManager:
         with self._lock:
             entries = self._entries()
         for entry in entries:
-            with self._lock:  # the Drive copy thread renames and deletes in drive_dir
-                reason = self._verify(entry)
+            if entry.local:
+                with self._lock:
+                    reason = self._verify(entry)
+            else:  # read from Drive in a helper thread, under the lock of the Drive copy thread's renames
+                ok, reason = self.drive.call(lambda tick, e=entry: self._verify_on_drive(e, tick), entry.path,
+                                             "checking")
+                if not ok:
+                    continue  # Drive stopped answering: its checkpoints are not considered (warned once)
             if reason is None:
                 yield entry
             else:
                 self._warn_skip(entry, reason)
+
+    def _verify_on_drive(self, entry: _Entry, tick: Callable[..., None]) -> str | None:
+        with self._drive_lock:
+            return self._verify(entry, tick)
 
     def latest(self) -> Path | None:
         """The newest checkpoint (in run_dir or drive_dir) whose manifest, size and sha256 verify."""
@@ -879,6 +936,7 @@ class CheckpointManager:
                 except CheckpointCorruptError as err:
                     self._warn_skip(entry, str(err))
             if payload is None:
+                self._where_we_stand()
                 return None
         if not isinstance(payload, Mapping) or payload.get("format") != FORMAT:
             found = payload.get("format") if isinstance(payload, Mapping) else type(payload).__name__
@@ -895,6 +953,8 @@ class CheckpointManager:
         self._last_save_step, self._last_save_time, self._last_path = step, now, source
         if self.verbose:
             print(f"Resumed from {source} (step {step}, {self._elapsed_base / 3600:.2f} h trained)")
+        if path is None or self.verbose:
+            self._where_we_stand()
         return {"step": step, "extra": payload.get("extra", {}), "elapsed": self._elapsed_base,
                 "config": payload.get("config"), "path": source}
 
@@ -966,7 +1026,7 @@ class CheckpointManager:
     def _apply_retention(self, folder: Path, keep: Path) -> None:
         """Delete checkpoints beyond keep_last that are not milestones; never ``keep`` (just verified), never a
         damaged or incomplete file."""
-        with self._lock:
+        with self._lock if folder == self.run_dir else self._drive_lock:  # Drive: from the copy thread
             entries = [e for e in self._scan(folder, folder == self.run_dir)
                        if e.problem is None and e.path not in self._bad]
             entries.sort(key=lambda e: e.step, reverse=True)
@@ -999,59 +1059,121 @@ class CheckpointManager:
             if match and int(match.group(2)) != os.getpid() and not _pid_alive(int(match.group(2))):
                 _remove_quietly(folder / name)
 
-    # ---- Drive staging ----------------------------------------------------------------------------------
+    # ---- Drive copies -----------------------------------------------------------------------------------
 
-    def _copy_worker(self) -> None:
-        while True:
-            job = self._queue.get()
-            try:
-                if job is None:
-                    return
-                self._copy_to_drive(*job)
-            except Exception as err:  # keep training: the local checkpoint is intact
-                message = f"copy of {job[0].name} to {self.drive_dir} failed ({type(err).__name__}: {err})"
-                oserr = _find_oserror(err)
-                if oserr is not None and oserr.errno in (errno.ENOSPC, errno.EDQUOT):
-                    message += "; Google Drive is full: free space there"
-                self.copy_errors.append(message)
-                warnings.warn(message + "; the local checkpoint is intact, the next save tries again",
-                              CheckpointWarning, stacklevel=1)
-            finally:
-                self._queue.task_done()
+    @property
+    def _group(self) -> str:
+        return f"checkpoints {self.drive_dir}"
 
-    def _copy_to_drive(self, src: Path, manifest: dict) -> None:
-        started = time.monotonic()
-        final = self.drive_dir / src.name
-        tmp = _temp_name(final)
-        try:
-            try:
-                _copy_file(src, tmp)
-            except FileNotFoundError:
-                if not src.exists():  # retention removed it before its turn: a newer one follows
-                    return
-                raise
-            digest = sha256_file(tmp)
-            if digest != manifest["sha256"]:
-                raise OSError(errno.EIO, f"the copy's sha256 {digest[:12]}... differs from the original's "
-                                         f"{manifest['sha256'][:12]}...")
+    def _queue_copy(self, final: Path, manifest: dict) -> None:
+        """Copy the local checkpoint ``final`` to drive_dir in the background: the copy is read back against the
+        manifest's sha256, the manifest lands first, then the checkpoint is renamed into place and Drive's
+        retention applied (all in the copy thread; a failure is warned about and retried, never raised)."""
+        target = self.drive_dir / final.name
+        data = json.dumps(manifest, indent=1, sort_keys=True).encode()
+        step = int(manifest["step"])
+
+        def before_commit(_target: Path) -> None:
+            self.drive.write_now(target.with_suffix(".json"), data)
+
+        def after() -> None:
+            stat = target.stat()
+            self._verified[target] = (stat.st_size, stat.st_mtime_ns)
+            if self._drive_newest is None or step >= self._drive_newest[0]:
+                self._drive_newest = (step, float(manifest["time"]))
+            self._apply_retention(self.drive_dir, keep=target)
+
+        def failed(message: str) -> None:
+            self._copy_failures[final.name] = f"copy of {final.name} to {self.drive_dir} failed: {message}"
+
+        self.drive.put(final, target, kind="checkpoint", label=f"checkpoint {final.name}",
+                       sha256=manifest["sha256"], before_commit=before_commit, after=after, lock=self._drive_lock,
+                       on_fail=failed, group=self._group)
+
+    @property
+    def copy_errors(self) -> list[str]:
+        """One message per checkpoint whose Drive copy failed at least once (the local file is intact)."""
+        return list(self._copy_failures.values())
+
+    @property
+    def last_checkpoint(self) -> Path | None:
+        """The checkpoint this manager last wrote (local) or restored from; no file system access."""
+        return self._last_path
+
+    def wait_for_copies(self, timeout: float | None = None) -> bool:
+        """Wait until the queued checkpoint copies are done, at most ``timeout`` seconds, and no longer once a
+        copy has stopped moving (see :class:`colab_utils.drive.DriveWriter`). True when none is left."""
+        if self.drive is None:
+            return True
+        pending = self.drive.pending(self._group)
+        if pending and self.verbose:
+            print(f"Waiting for {pending} checkpoint cop{'y' if pending == 1 else 'ies'} to {self.drive_dir} ...")
+        return self.drive.wait(timeout, group=self._group)
+
+    def copy_wait_bound(self) -> float:
+        """How long the end of a run (or a stop by a signal or the deadline) waits for Drive copies:
+        ``copy_wait_s``, and never past the session deadline (5 s before it)."""
+        left = self.seconds_left()
+        return self.copy_wait_s if left is None else min(self.copy_wait_s, max(0.0, left - 5.0))
+
+    def drive_status(self) -> str:
+        """One line on the newest checkpoint on Drive ("last checkpoint on Drive: step N, M minutes ago") from
+        what this manager saw (its restore and its copies); no file system access."""
+        if self.drive_dir is None:
+            return f"no Drive copy: checkpoints are only on local disk ({self.run_dir})"
+        if self._drive_newest is None:
+            return "no checkpoint on Drive yet" + (f" (Drive: {self._drive_problem})" if self._drive_problem else "")
+        step, when = self._drive_newest
+        text = f"last checkpoint on Drive: step {step}, {_ago(when)}"
+        if self._last_save_step is not None and self._last_save_step > step:
+            text += (f"; local disk has step {self._last_save_step}, so Drive is {self._last_save_step - step} "
+                     f"steps behind")
+        return text
+
+    def _where_we_stand(self) -> None:
+        """After looking for a checkpoint: say what local disk and Drive each hold, so a user knows what a
+        disconnect would cost now, and copy the newest local checkpoint when Drive is behind. The Drive side is
+        the newest checkpoint whose size matches its manifest (from the bounded listing; no full read)."""
+        if self.drive_dir is None or self.drive is None:
+            return
+        local = None
+        for entry in sorted(self._scan(self.run_dir, True), key=lambda e: e.step, reverse=True):
             with self._lock:
-                _write_json_atomic(final.with_suffix(".json"), manifest)
-                _commit(tmp, final)
-        except BaseException:
-            _remove_quietly(tmp)
-            raise
-        stat = final.stat()
-        self._verified[final] = (stat.st_size, stat.st_mtime_ns)
-        self._slowest_copy = max(self._slowest_copy, time.monotonic() - started)
-        self._apply_retention(self.drive_dir, keep=final)
-
-    def wait_for_copies(self) -> None:
-        """Block until every queued Drive copy has finished."""
-        if self._queue is not None:
-            pending = self._queue.unfinished_tasks
-            if pending and self.verbose:
-                print(f"Waiting for {pending} checkpoint cop{'y' if pending == 1 else 'ies'} to {self.drive_dir} ...")
-            self._queue.join()
+                if self._verify(entry) is None:
+                    local = entry
+                    break
+        if self._drive_scan is None:
+            head = f"Drive ({self.drive_dir}) could not be read ({self._drive_problem})"
+            if local is None:
+                warnings.warn(f"{head} and local disk ({self.run_dir}) holds no checkpoint: the run starts from step "
+                              f"0. If it has checkpoints on Drive, stop now, fix Drive (remount it: "
+                              f"colab_utils.runtime.mount_drive(force_remount=True)) and start again.",
+                              CheckpointWarning, stacklevel=3)
+            elif self.verbose:
+                print(f"{head}: resumed from local step {local.step} ({_ago(local.manifest.get('time'))}); Drive "
+                      f"copies are retried in the background.")
+            return
+        drive = next((e for e in sorted(self._drive_scan, key=lambda e: e.step, reverse=True) if e.size_ok), None)
+        if drive is not None:
+            self._drive_newest = (drive.step, float(drive.manifest.get("time") or 0.0))
+        say = print if self.verbose else (lambda *_: None)
+        if local is None and drive is None:
+            return  # a new run
+        if local is None:
+            say(f"No checkpoint on local disk ({self.run_dir}: a new session, or it was wiped): resumed from the "
+                f"Drive copy of step {drive.step} ({_ago(drive.manifest.get('time'))}).")
+        elif drive is None or local.step > drive.step:
+            have = (f"Drive has step {drive.step} ({_ago(drive.manifest.get('time'))})" if drive is not None
+                    else "Drive has no checkpoint of this run yet")
+            lost = f"{local.step - drive.step} steps" if drive is not None else "everything since the start"
+            say(f"Drive is behind local disk: {have}, local disk step {local.step} "
+                f"({_ago(local.manifest.get('time'))}); a disconnect now would lose {lost}. Copying step "
+                f"{local.step} to Drive now.")
+            self._queue_copy(local.path, local.manifest)
+        elif local.step < drive.step:
+            say(f"Local disk is behind Drive (step {local.step} vs {drive.step}): resumed from Drive.")
+        else:
+            say(f"Local disk and Drive both hold step {local.step} ({_ago(local.manifest.get('time'))}).")
 
     # ---- signals and lifetime ---------------------------------------------------------------------------
 
@@ -1089,18 +1211,21 @@ class CheckpointManager:
             self._stop_reason = reason
 
     def close(self) -> None:
-        """Wait for the Drive copies, stop the copy thread and restore the signal handlers."""
+        """Restore the signal handlers, wait at most :meth:`copy_wait_bound` seconds for the Drive copies (a hung
+        copy is abandoned), then close the Drive writer and report what is not on Drive (``drive_report``, also
+        warned)."""
         if self._closed:
             return
         self._closed = True
         self._restore_signal_handlers()
-        if self._queue is not None:
-            self.wait_for_copies()
-            self._queue.put(None)
-            self._copier.join()
-            if self.copy_errors and self.verbose:
-                print(f"{len(self.copy_errors)} Drive cop{'y' if len(self.copy_errors) == 1 else 'ies'} failed; "
-                      f"latest: {self.copy_errors[-1]}")
+        if self.drive is not None:
+            pending, bound = self.drive.pending(), self.copy_wait_bound()
+            if pending and self.verbose:
+                print(f"Waiting at most {bound:.0f} s for {pending} Drive cop{'y' if pending == 1 else 'ies'} to "
+                      f"{self.drive_dir} ...")
+            self.drive_report = self.drive.close(bound)
+            if self.verbose and self.drive_dir is not None:
+                print(self.drive_status())
 
     def __enter__(self) -> "CheckpointManager":
         return self

@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from colab_utils import checkpoint
+from colab_utils import drive as drive_io
 from colab_utils.checkpoint import (CheckpointCorruptError, CheckpointManager, CheckpointMismatchError,
                                     CheckpointSaveError, CheckpointWarning, ResumableSampler,
                                     UnsafeCheckpointError, infinite_batches, plain, safe_load, sha256_file)
@@ -395,22 +396,20 @@ def test_keyboard_interrupt_in_with_block_saves_last_step(tmp_path):
 # ---------------------------------------------------------------------------------------------------------
 
 def test_drive_copy_runs_in_background_and_lands_verified(tmp_path, monkeypatch):
-    copy = checkpoint._copy_file
-    copies = []
+    open_target = drive_io._open_target
 
-    def throttled(src, dst):  # a slow Drive: 0.4 s per file
+    def throttled(path):  # a slow Drive: 0.4 s per file
         time.sleep(0.4)
-        copy(src, dst)
-        copies.append(src.name)
+        return open_target(path)
 
-    monkeypatch.setattr(checkpoint, "_copy_file", throttled)
+    monkeypatch.setattr(drive_io, "_open_target", throttled)
     local, drive = tmp_path / "local", tmp_path / "drive"
     objects = tiny()
     mgr = manager(local, drive_dir=drive, every_steps=10, keep_last=2)
     for step in range(1, 31):
         nudge(objects, 0.1)
         mgr.step(step, objects)
-    pending = mgr._queue.unfinished_tasks
+    pending = mgr.drive.pending()
     mgr.close()
     # Three saves whose copies take 0.4 s each: the loop ended with copies still queued, so it did not wait.
     assert pending >= 1, "training waited for the Drive copies"
@@ -434,19 +433,34 @@ def test_drive_copy_runs_in_background_and_lands_verified(tmp_path, monkeypatch)
 
 
 def test_drive_copy_with_wrong_bytes_is_rejected_and_local_kept(tmp_path, monkeypatch):
-    def corrupting(src, dst):
-        data = bytearray(Path(src).read_bytes())
-        data[-10] ^= 0xFF
-        Path(dst).write_bytes(data)
+    class Corrupting:  # flips one byte of what is written: Drive stored something else
+        def __init__(self, path):
+            self.file = open(path, "wb")
 
-    monkeypatch.setattr(checkpoint, "_copy_file", corrupting)
-    local, drive = tmp_path / "local", tmp_path / "drive"
-    mgr = manager(local, drive_dir=drive)
-    with pytest.warns(CheckpointWarning, match="sha256"):
+        def write(self, data):
+            data = bytearray(data)
+            data[-10] ^= 0xFF
+            return self.file.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.file, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+    monkeypatch.setattr(drive_io, "_open_target", Corrupting)
+    local, drive_dir = tmp_path / "local", tmp_path / "drive"
+    mgr = manager(local, drive_dir=drive_dir)
+    with pytest.warns(drive_io.DriveWarning, match="sha256"):
         mgr.save(1, tiny())
         mgr.close()
-    assert list(drive.iterdir()) == [] and len(mgr.copy_errors) == 1
+    assert list(drive_dir.iterdir()) == [] and len(mgr.copy_errors) == 1
+    assert "ckpt-000000001.pt" in mgr.copy_errors[0] and "sha256" in mgr.copy_errors[0]
     assert steps_on_disk(local) == [1]
+    assert "saved locally at" in mgr.drive_report[0] and "ckpt-000000001.pt" in mgr.drive_report[0]
 
 
 # ---------------------------------------------------------------------------------------------------------
