@@ -18,6 +18,10 @@ codes, and the loss history all continue exactly. Checkpoints are written every 
 (``session_hours``), and copied to ``drive_dir``. ``precision="fp32"`` with ``channels_last=False`` is the
 official behaviour; ``"auto"`` picks bf16 or fp16 autocast on GPUs (:mod:`colab_utils.runtime`).
 
+Sample grids, loss curves and exports are written to ``run_dir`` and, like the checkpoints, copied to
+``drive_dir`` by one :class:`colab_utils.drive.DriveWriter`: a full, stale, unmounted or hung Drive is warned
+about and retried, never fatal, and never delays the end of a run by more than ``drive_wait_s``.
+
 Several GPUs: ``torchrun --nproc_per_node=N -m colab_utils.stargan train ...`` trains with PyTorch's
 DistributedDataParallel; ``batch`` is then the global batch, each process takes every N-th row of it, and
 the result equals one process with that batch (see :func:`train`).
@@ -26,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import shutil
 import types
 import warnings
 from dataclasses import dataclass, field
@@ -37,6 +40,7 @@ from torch import nn
 
 from colab_utils import distributed, runtime, viz
 from colab_utils.checkpoint import CheckpointManager, safe_load
+from colab_utils.drive import DriveWriter
 from colab_utils.training import EMA, Precision, ProgressLog, make_adam, requires_grad
 
 from .data import Batch, TrainingData, find_split, fixed_examples, load_domains
@@ -108,6 +112,8 @@ class TrainConfig:
     keep_last: int = _opt(3, "checkpoints kept")
     session_hours: float | None = _opt(None, "stop with a checkpoint before this many hours (Colab: ~11.5)")
     drive_dir: str | None = _opt(None, "folder (on Google Drive) to copy checkpoints, samples and exports to")
+    drive_wait_s: float = _opt(60.0, "at the end of a run, or a stop by SIGTERM, wait at most this many seconds "
+                               "for Drive copies; what is left is reported with the command that copies it later")
     fan_path: str | None = _opt(None, "FAN weights (wing.ckpt, hub name stargan_v2_wing) for w_hpf > 0")
     init_from: str | None = _opt(None, "start a new run from official weights (a *_nets_ema.ckpt file; "
                                  "a *_nets_D.ckpt beside it is used too)")
@@ -123,6 +129,8 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} must be a positive int, got {getattr(self, name)!r}")
         if self.batch_per_gpu is not None and (not isinstance(self.batch_per_gpu, int) or self.batch_per_gpu < 1):
             raise ValueError(f"TrainConfig.batch_per_gpu must be a positive int or None, got {self.batch_per_gpu!r}")
+        if not self.drive_wait_s >= 0:
+            raise ValueError(f"TrainConfig.drive_wait_s must be >= 0 seconds, got {self.drive_wait_s!r}")
         if self.w_hpf < 0 or not 0 <= self.ema <= 1 or len(self.betas) != 2:
             raise ValueError(f"TrainConfig: need w_hpf >= 0, 0 <= ema <= 1 and two betas, got w_hpf={self.w_hpf}, "
                              f"ema={self.ema}, betas={self.betas}")
@@ -135,7 +143,7 @@ class TrainConfig:
     def recipe(self) -> dict:
         """The fields that change what is computed (checkpoints warn when they differ on resume)."""
         bookkeeping = {"sample_every", "sample_per_domain", "log_every", "checkpoint_every", "checkpoint_minutes",
-                       "keep_last", "session_hours", "drive_dir", "fan_path", "init_from", "workers", "cache_images",
+                       "keep_last", "session_hours", "drive_dir", "drive_wait_s", "fan_path", "init_from", "workers", "cache_images",
                        "total_iters", "batch_per_gpu"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in bookkeeping}
 
@@ -283,6 +291,8 @@ class TrainResult:
     checkpoint: Path | None     # the newest checkpoint
     exported: Path | None       # the official-format *_nets_ema.ckpt
     run_dir: Path
+    drive_report: list = field(default_factory=list)  # what did not reach Drive, with the command to copy it
+    drive_status: str | None = None                   # "last checkpoint on Drive: step N, M minutes ago"
 
 
 def _load_fan_for(config: TrainConfig, fan: nn.Module | None, device) -> nn.Module | None:
@@ -347,19 +357,42 @@ def _plot_losses(log: ProgressLog, folder: Path) -> None:
         viz.plot_curves(log.history, folder / "losses.png", title="StarGAN v2 losses")
 
 
-def _export(state: TrainState, step: int, folders: list[Path]) -> Path:
-    """Write the averaged networks (and D) in the official layout, replacing older exports of this run."""
+def _save_pictures(writer: DriveWriter, nets: Nets, samples, log: ProgressLog, step: int, seed: int,
+                   run_dir: Path, drive: Path | None) -> None:
+    """The sample grids of ``step`` (when ``samples``) and the loss curves, in ``run_dir`` and copied to
+    ``drive`` in the background; one that cannot be written is warned about and never stops training."""
+    if samples is not None:
+        folder = run_dir / "samples"
+        names = [f"{step:06d}_reference.png", f"{step:06d}_latent.png"]
+        first = writer.save(folder / names[0], lambda _: save_samples(nets, *samples, folder, step, seed),
+                            drive / "samples" / names[0] if drive else None)
+        if first is not None and drive is not None:
+            writer.put(folder / names[1], drive / "samples" / names[1])
+
+    def plot(path: Path):
+        _plot_losses(log, path.parent)
+        return None if path.exists() else False
+
+    writer.save(run_dir / "losses.png", plot, drive / "losses.png" if drive else None, kind="log")
+
+
+def _remove_old_exports(folder: Path, step: int) -> None:
+    for old in folder.iterdir():
+        if _EXPORT.match(old.name) and not old.name.startswith(f"{step:06d}_"):
+            old.unlink(missing_ok=True)
+
+
+def _export(state: TrainState, step: int, folder: Path, writer: DriveWriter, drive: Path | None) -> Path:
+    """Write the averaged networks (and D) in the official layout in ``folder``, replacing older exports of
+    this run; with ``drive``, queue their copies there (Drive's older exports go once both have landed)."""
     nets = {**state.ema_nets(), "discriminator": state.nets.discriminator}
-    main = folders[0] / f"{step:06d}_nets_ema.ckpt"
-    export_official(nets, main, main.with_name(f"{step:06d}_nets_D.ckpt"))
-    for folder in folders:
-        if folder != folders[0]:
-            folder.mkdir(parents=True, exist_ok=True)
-            for name in (main.name, main.name.replace("_ema", "_D")):
-                shutil.copyfile(folders[0] / name, folder / name)
-        for old in folder.iterdir():
-            if _EXPORT.match(old.name) and not old.name.startswith(f"{step:06d}_"):
-                old.unlink(missing_ok=True)
+    main = folder / f"{step:06d}_nets_ema.ckpt"
+    partner = main.with_name(f"{step:06d}_nets_D.ckpt")
+    export_official(nets, main, partner)
+    _remove_old_exports(folder, step)
+    if drive is not None:
+        writer.put(main, drive / main.name, kind="export")
+        writer.put(partner, drive / partner.name, kind="export", after=lambda: _remove_old_exports(drive, step))
     return main
 
 
@@ -411,17 +444,18 @@ def train(config: TrainConfig, data_root, run_dir, *, device=None, fan: nn.Modul
         return {"lambda_ds": diversity_weight(config, next_step), "model": model, "domains": data.domains,
                 "fan_path": config.fan_path}
 
+    drive = Path(config.drive_dir) if config.drive_dir else None
+    writer = DriveWriter.bounded(config.drive_wait_s, verbose=verbose) if dist.is_main else None
     manager = CheckpointManager(run_dir, keep_last=config.keep_last, every_steps=config.checkpoint_every,
                                 every_minutes=config.checkpoint_minutes or None, session_hours=config.session_hours,
-                                drive_dir=Path(config.drive_dir) / "checkpoints" if config.drive_dir else None,
-                                config=config.recipe(), verbose=verbose)
+                                drive_dir=drive / "checkpoints" if drive else None, drive_writer=writer,
+                                copy_wait_s=config.drive_wait_s, config=config.recipe(), verbose=verbose)
     ckpt = distributed.Checkpoints(manager, dist)
     info = ckpt.restore(objects, map_location=device)
     start = info["step"] if info else 0
     if info is None and config.init_from:
         _init_from_official(state, config.init_from)
     wrapped = {name: distributed.wrap(state.nets[name], dist) for name in TRAINED} if dist.enabled else None
-    out_dirs = [run_dir] + ([Path(config.drive_dir)] if config.drive_dir else [])
     samples = _sample_set(data, data_root, config) if config.sample_every and dist.is_main else None
 
     step, stop_reason = start, None
@@ -433,8 +467,7 @@ def train(config: TrainConfig, data_root, run_dir, *, device=None, fan: nn.Modul
                 losses = distributed.mean_over_ranks(losses, dist)
             log.update(step, {**losses, "lambda_ds": diversity_weight(config, step)})
             if samples is not None and step % config.sample_every == 0:
-                save_samples(state.ema_nets(), *samples, out_dirs[-1] / "samples", step, config.seed)
-                _plot_losses(log, out_dirs[-1])
+                _save_pictures(writer, state.ema_nets(), samples, log, step, config.seed, run_dir, drive)
             if ckpt.step(step, objects, extra=lambda: extra(step + 1)):
                 stop_reason = ckpt.stop_reason
                 break
@@ -446,17 +479,19 @@ def train(config: TrainConfig, data_root, run_dir, *, device=None, fan: nn.Modul
         else:
             if step > start and ckpt.last_saved_step != step:
                 ckpt.save(step, objects, extra=extra(step + 1))
-    log.close()
-    exported = None
-    if dist.is_main:
-        _plot_losses(log, out_dirs[-1])
-        exported = _export(state, step, out_dirs) if step > 0 else None
+        log.close()
+        exported = None
+        if dist.is_main:  # before the manager closes: its bounded wait for Drive covers these copies too
+            _save_pictures(writer, state.ema_nets(), None, log, step, config.seed, run_dir, drive)
+            exported = _export(state, step, run_dir, writer, drive) if step > 0 else None
     if not had_group:
         distributed.shutdown(dist)
     nets = state.ema_nets().eval()
     nets.domains = list(data.domains)
     return TrainResult(step, step >= config.total_iters, stop_reason, nets, state, log.history,
-                       diversity_weight(config, step + 1), list(data.domains), ckpt.latest(), exported, run_dir)
+                       diversity_weight(config, step + 1), list(data.domains),
+                       manager.last_checkpoint if dist.is_main else ckpt.latest(), exported, run_dir,
+                       manager.drive_report, manager.drive_status())
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -58,7 +58,12 @@ def _add_train(sub) -> None:
     g.add_argument("--out-dir", type=Path, default=None,
                    help="sample grids, progress GIF, loss curves and the final export (default: --drive-dir, else "
                         "--run-dir)")
-    g.add_argument("--drive-dir", default=d.drive_dir, help="also copy every checkpoint here (Google Drive)")
+    g.add_argument("--drive-dir", default=d.drive_dir,
+                   help="also copy every checkpoint here (Google Drive); a full, stale, unmounted or hung Drive is "
+                        "warned about and retried, never fatal")
+    g.add_argument("--drive-wait-s", type=float, default=d.drive_wait_s,
+                   help="at the end of a run, or a stop by SIGTERM, wait at most this many seconds for Drive "
+                        "copies; what is left is reported with the command that copies it later")
     g.add_argument("--resume", choices=("auto", "fresh"), default="auto",
                    help="auto: continue the newest verified checkpoint in --run-dir; fresh: refuse a run folder "
                         "that already holds checkpoints")

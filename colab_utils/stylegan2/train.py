@@ -11,7 +11,9 @@ Optional adaptive augmentation (Karras et al. 2020, "Training GANs with limited 
     result = train(TrainConfig(size=256, batch=16, kimg=5000), "/content/drive/MyDrive/faces.zip", "runs/faces")
 
 Run the same call again after a disconnect and it continues from the newest verified checkpoint in
-``run_dir`` (or ``drive_dir``), bit-exactly on the CPU. Mixed precision, channels_last and fused Adam follow
+``run_dir`` (or ``drive_dir``), bit-exactly on the CPU. Everything meant for Google Drive is written to local
+disk first and copied by one :class:`colab_utils.drive.DriveWriter`: a full, stale, unmounted or hung Drive
+never stops or hangs the run. Mixed precision, channels_last and fused Adam follow
 the device; ``plain_fp32(config)`` switches them all off (the benchmark's baseline).
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +36,7 @@ from colab_utils import distributed, runtime, viz
 from colab_utils.checkpoint import FORMAT, CheckpointManager, ResumableSampler, infinite_batches, safe_load
 from colab_utils.data.images import ImageFolderDataset, list_images, prepare_dataset
 from colab_utils.data.synthetic import make_faces
+from colab_utils.drive import DriveWriter, is_drive_path
 from colab_utils.training import EMA, Precision, ProgressLog, make_adam, requires_grad
 
 from .augment import AdaptiveAugment
@@ -98,6 +102,7 @@ class TrainConfig:
     keep_last: int = 3
     session_hours: float | None = None    # stop with a checkpoint before this many hours have passed
     drive_dir: str | None = None          # copy every checkpoint there (Google Drive)
+    drive_wait_s: float = 60.0            # the end of a run (or a stop) waits at most this long for Drive copies
     synthetic_images: int = 2000          # how many faces data="synthetic" draws
 
     @property
@@ -131,6 +136,8 @@ class TrainConfig:
             raise ValueError(f"give steps >= 1 or kimg > 0, got steps={self.steps}, kimg={self.kimg}")
         if isinstance(self.channels, int) and self.channels < 1:
             raise ValueError(f"channels must be positive, got {self.channels}")
+        if not self.drive_wait_s >= 0:
+            raise ValueError(f"drive_wait_s must be >= 0 seconds, got {self.drive_wait_s}")
         return self
 
     def identity(self) -> dict:
@@ -456,35 +463,68 @@ def training_step(nets: Nets, config: TrainConfig, real: torch.Tensor, step: int
 
 class SampleSheets:
     """Fixed-seed sample grids of the G average (``samples/step-000001000.png``), the progress GIF made from
-    them and the loss curves, all in ``folder``."""
+    them and the loss curves, written in ``folder`` (local disk) and, with a ``drive`` folder, copied there in
+    the background by ``writer``. A picture that cannot be written is warned about and never stops training."""
 
-    def __init__(self, folder: Path, n: int, seed: int):
+    def __init__(self, folder: Path, n: int, seed: int, writer: DriveWriter | None = None,
+                 drive: Path | None = None):
         self.folder, self.n, self.seed = Path(folder), n, seed
         self.grids = self.folder / "samples"
         self.gif = self.folder / "progress.gif"
         self.curves = self.folder / "loss_curves.png"
         self.last_step: int | None = None
+        self.writer = writer if writer is not None else DriveWriter(verbose=False)
+        self.drive = Path(drive) if drive is not None else None
 
-    def grid(self, step: int, G: Generator) -> Path:
+    def _on_drive(self, local: Path) -> Path | None:
+        return self.drive / local.relative_to(self.folder) if self.drive is not None else None
+
+    def grid(self, step: int, G: Generator) -> Path | None:
         images = generate(G, self.n, seed=self.seed)
-        return viz.save_grid(images, self.grids / f"step-{step:09d}.png", nrow=min(8, self.n))
+        path = self.grids / f"step-{step:09d}.png"
+        return self.writer.save(path, lambda p: viz.save_grid(images, p, nrow=min(8, self.n)), self._on_drive(path))
 
     def progress_gif(self) -> Path | None:
         paths = sorted(self.grids.glob("step-*.png"))
         if len(paths) > MAX_GIF_FRAMES:
             keep = np.linspace(0, len(paths) - 1, MAX_GIF_FRAMES).round().astype(int)
             paths = [paths[i] for i in sorted(set(keep))]
-        frames = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
-        sizes = {f.shape for f in frames}
-        if not frames or len(sizes) > 1:
-            return None
-        return viz.make_gif(frames, self.gif, fps=4, max_side=768)
+
+        def make(path: Path):
+            frames = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+            if not frames or len({f.shape for f in frames}) > 1:
+                return False
+            viz.make_gif(frames, path, fps=4, max_side=768)
+
+        return self.writer.save(self.gif, make, self._on_drive(self.gif))
 
     def loss_curves(self, history: Mapping) -> Path | None:
         if not any(history.values()):
             return None
-        viz.plot_curves(history, self.curves, title="StyleGAN2 training")
-        return self.curves
+        return self.writer.save(self.curves, lambda p: viz.plot_curves(history, p, title="StyleGAN2 training"),
+                                self._on_drive(self.curves), kind="log")
+
+    def fetch_earlier(self) -> int:
+        """On a resumed run whose local disk was wiped (a new session): copy the earlier grids back from Drive
+        (a bounded read), so the progress GIF still covers the whole run. Returns how many came back."""
+        if self.drive is None:
+            return 0
+
+        def fetch(tick) -> int:
+            count = 0
+            for source in sorted((self.drive / "samples").glob("step-*.png")):
+                local = self.grids / source.name
+                if not local.exists():
+                    self.grids.mkdir(parents=True, exist_ok=True)
+                    partial = local.with_name(f".{local.name}.fetching")
+                    shutil.copyfile(source, partial)
+                    os.replace(partial, local)
+                    count += 1
+                tick()
+            return count
+
+        ok, count = self.writer.call(fetch, self.drive, "fetching earlier sample grids from")
+        return count if ok else 0
 
     def update(self, step: int, G: Generator, history: Mapping) -> tuple[Path, Path | None, Path | None]:
         """The grid of ``step``, then the GIF and the loss curves brought up to date."""
@@ -516,6 +556,8 @@ class TrainResult:
     export: Path | None = None
     checkpoint: Path | None = None
     extra: dict = field(default_factory=dict)
+    drive_report: list = field(default_factory=list)  # what did not reach Drive, with the command to copy it
+    drive_status: str | None = None                   # "last checkpoint on Drive: step N, M minutes ago"
 
 
 def train(config: TrainConfig, data: Any = "synthetic", run_dir: str | os.PathLike = "runs/stylegan2", *,
@@ -525,8 +567,12 @@ def train(config: TrainConfig, data: Any = "synthetic", run_dir: str | os.PathLi
     Checkpoints go to ``run_dir`` (copied to ``config.drive_dir`` when set); the run resumes by itself from
     the newest verified one. Sample grids, the progress GIF, loss curves and, once the run is complete, the
     G average in rosinality format (``stylegan2-<size>px.pt``) go to ``out_dir`` (default: ``drive_dir``,
-    else ``run_dir``). SIGTERM, Ctrl-C / the notebook's stop button and ``session_hours`` stop the run with
-    a checkpoint.
+    else ``run_dir``); when that is on Drive they are written to ``run_dir`` and copied there. SIGTERM, Ctrl-C /
+    the notebook's stop button and ``session_hours`` stop the run with a checkpoint.
+
+    Drive faults (full, stale, unmounted, hung) are warned about once per kind and retried, never raised; the
+    end of the run (or a stop) waits at most ``config.drive_wait_s`` for Drive, then ``result.drive_report``
+    says what is only on local disk and how to copy it.
 
     Under ``torchrun --nproc_per_node=N`` the run trains with DistributedDataParallel: ``config.batch`` is the
     global batch, every rank draws the global batch's latents, noise, flips and augmentation and keeps its rows
@@ -554,13 +600,17 @@ def train(config: TrainConfig, data: Any = "synthetic", run_dir: str | os.PathLi
     objects = {**nets.objects(), "sampler": sampler, "log": log}
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else Path(config.drive_dir or run_dir)
-    sheets = SampleSheets(out, config.n_samples, config.sample_seed)
+    to_drive = is_drive_path(out, config.drive_dir) and os.path.abspath(out) != os.path.abspath(run_dir)
+    writer = DriveWriter.bounded(config.drive_wait_s, verbose=verbose) if dist.is_main else None
+    sheets = SampleSheets(run_dir if to_drive else out, config.n_samples, config.sample_seed, writer=writer,
+                          drive=out if to_drive else None)
     from_disk = isinstance(dataset, ImageFolderDataset) and not _fits_in_memory(len(dataset), config.size)
     workers = config.workers if config.workers is not None else (2 if device.type == "cuda" and from_disk else 0)
 
     manager = CheckpointManager(run_dir, every_steps=config.checkpoint_every, every_minutes=config.checkpoint_minutes,
                                 keep_last=config.keep_last, session_hours=config.session_hours,
-                                drive_dir=config.drive_dir, config=config.identity(), verbose=verbose)
+                                drive_dir=config.drive_dir, config=config.identity(), verbose=verbose,
+                                drive_writer=writer, copy_wait_s=config.drive_wait_s)
     with distributed.Checkpoints(manager, dist) as ckpt:
         info = ckpt.restore(objects)
         start = info["step"] if info else 0
@@ -569,6 +619,8 @@ def train(config: TrainConfig, data: Any = "synthetic", run_dir: str | os.PathLi
             nets.wrap(dist)
         if start == 0 and dist.is_main:
             sheets.grid(0, nets.ema.module)
+        elif dist.is_main:
+            sheets.fetch_earlier()
         batches = infinite_batches(dataset, sampler, per_rank, workers, pin_memory=device.type == "cuda",
                                    share=(dist.rank, dist.world_size))
         stopped, step = None, start
@@ -590,22 +642,28 @@ def train(config: TrainConfig, data: Any = "synthetic", run_dir: str | os.PathLi
         if ckpt.last_saved_step != step:
             ckpt.save(step, objects, extra=extra)
         log.close()
+        export = None
+        if dist.is_main:  # before the manager closes: its bounded wait for Drive covers these copies too
+            if sheets.last_step != step:
+                sheets.update(step, nets.ema.module, log.history)
+            if step >= total:
+                local = sheets.folder / f"stylegan2-{config.size}px.pt"
+                export = writer.save(local, lambda p: export_rosinality(p, nets.ema.module, g=nets.G, d=nets.D,
+                                                                        latent_avg=mean_w(nets.ema.module)),
+                                     out / local.name if to_drive else None, kind="export")
 
     if not had_group:
         distributed.shutdown(dist)
     result = TrainResult(nets.ema.module, nets.G, nets.D, step, total, stopped, log.history,
                          nets.augment.p if nets.augment is not None else None, run_dir, out,
-                         checkpoint=ckpt.latest() if dist.is_main else None)
+                         checkpoint=manager.last_checkpoint if dist.is_main else None)
     if not dist.is_main:
         return result
-    if sheets.last_step != step:
-        sheets.update(step, nets.ema.module, log.history)
     result.grid = sheets.grids / f"step-{step:09d}.png"
     result.gif = sheets.gif if sheets.gif.is_file() else None
     result.curves = sheets.curves if sheets.curves.is_file() else None
-    if step >= total:
-        result.export = export_rosinality(out / f"stylegan2-{config.size}px.pt", nets.ema.module, g=nets.G, d=nets.D,
-                                          latent_avg=mean_w(nets.ema.module))
+    result.export = export
+    result.drive_report, result.drive_status = manager.drive_report, manager.drive_status()
     if verbose:
         state = f"stopped at step {step} of {total} ({stopped})" if stopped else f"finished {step} steps"
         print(f"StyleGAN2: {state}; samples in {sheets.grids}")
