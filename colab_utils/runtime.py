@@ -188,9 +188,11 @@ def smoke_mode() -> bool:
 
 def output_dir(name: str | None = None) -> Path:
     """Where notebooks write their pictures: ``$COLAB_UTILS_OUTPUT`` when set (CI, the README's main command),
-    else ``<project folder>/outputs`` (on Drive when mounted). Created if missing."""
+    else ``<project folder>/outputs`` (on Drive when mounted); with ``name``, its sub-folder of that name.
+    Created if missing. The main command already points ``$COLAB_UTILS_OUTPUT`` at a folder named after the
+    notebook, so a ``name`` equal to that folder's name is not added a second time."""
     env = os.environ.get("COLAB_UTILS_OUTPUT")
     root = Path(env) if env else project_dir("outputs")
-    out = root / name if name else root
+    out = root / name if name and name != root.name else root
     out.mkdir(parents=True, exist_ok=True)
     return out

@@ -75,6 +75,10 @@ def test_smoke_mode_and_output_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("COLAB_UTILS_OUTPUT", str(tmp_path / "o"))
     assert runtime.output_dir("x") == tmp_path / "o" / "x"
     assert (tmp_path / "o" / "x").is_dir()
+    # the main command names the folder after the notebook already: no outputs/02_x/02_x/
+    monkeypatch.setenv("COLAB_UTILS_OUTPUT", str(tmp_path / "02_x"))
+    assert runtime.output_dir("02_x") == tmp_path / "02_x"
+    assert not (tmp_path / "02_x" / "02_x").exists()
 
 
 class StandInDrive:
