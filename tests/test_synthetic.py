@@ -180,3 +180,56 @@ def test_face_params_is_a_frozen_dataclass_of_every_choice():
     a, _ = render_face(p, 64)
     b, _ = render_face(q, 64)
     assert not np.array_equal(a, b)
+
+
+# ----------------------------------------------------------------------------------------------- portrait preset
+
+def test_portrait_faces_are_seeded_and_hold_every_part():
+    a_img, a_lab = make_face(3, 64, preset="portrait")
+    b_img, b_lab = make_face(3, 64, preset="portrait")
+    assert np.array_equal(a_img, b_img) and np.array_equal(a_lab, b_lab)
+    assert not np.array_equal(a_img, make_face(3, 64)[0])          # another preset, another face
+    imgs, labs = make_faces(40, 64, seed=2, preset="portrait")
+    assert np.array_equal(imgs[:5], make_faces(5, 64, seed=2, preset="portrait")[0])
+    for labels in labs:
+        assert set(np.unique(labels).tolist()) == set(range(len(PARTS)))
+    assert sample_face_params(9, preset="portrait").zoom > 1.4 > sample_face_params(9).zoom
+
+
+def test_portrait_parts_cover_several_cells_at_the_catalog_layer():
+    """The catalog clusters the generator's 32x32 features: on the 64 px portraits every facial part must be
+    the majority label of several 2x2 cells, eyes the most."""
+    _, labs = make_faces(100, 64, seed=5, preset="portrait")
+    onehot = np.eye(len(PARTS))[labs]                                       # [n, 64, 64, parts]
+    cells = onehot.reshape(100, 32, 2, 32, 2, len(PARTS)).mean((2, 4))     # part share of every 32x32 cell
+    majority = (cells > 0.5).sum((1, 2))                                    # [n, parts]
+    mean = dict(zip(PARTS, majority.mean(0)))
+    assert mean["eyes"] > 14 and mean["brows"] > 6 and mean["nose"] > 6 and mean["mouth"] > 8, mean
+    assert np.median(majority[:, PARTS.index("eyes")]) >= 12                # both eyes, >= 6 cells each
+
+
+def test_portrait_parts_vary_independently_of_the_style():
+    """Iris, brow and lip colours come from their own palettes (not from the skin / hair family), and the
+    background is drawn alike for both styles, so the StarGAN domains differ in skin and hair alone."""
+    def mean_colour(imgs, labs, part):
+        return np.stack([img[lab == PARTS.index(part)].mean(0) for img, lab in zip(imgs, labs)])
+
+    fair = make_faces(60, 64, seed=1, style=STYLES[0], preset="portrait")
+    dark = make_faces(60, 64, seed=1, style=STYLES[1], preset="portrait")
+    for part in ("brows", "mouth"):
+        a, b = mean_colour(*fair, part), mean_colour(*dark, part)
+        assert a.std(0).mean() > 15 and b.std(0).mean() > 15, part          # strong variation within a style
+    assert mean_colour(*fair, "skin").mean() - mean_colour(*dark, "skin").mean() > 60
+    assert mean_colour(*fair, "hair").mean() - mean_colour(*dark, "hair").mean() > 80
+    bg_gap = np.abs(mean_colour(*fair, "background").mean(0) - mean_colour(*dark, "background").mean(0))
+    assert bg_gap.max() < 25, bg_gap
+    params = [sample_face_params(s, STYLES[0], preset="portrait") for s in range(40)]
+    assert len({p.iris for p in params}) == 40 and np.ptp([p.brow_thick for p in params]) > 0.04
+    assert np.ptp([p.mouth_w for p in params]) > 0.08 and max(p.mouth_gap for p in params) > 0.5
+
+
+def test_bad_preset_raises():
+    with pytest.raises(ValueError, match="preset"):
+        sample_face_params(0, preset="cartoon")
+    with pytest.raises(ValueError, match="preset"):
+        make_faces(1, 64, preset="")

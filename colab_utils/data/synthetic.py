@@ -13,7 +13,8 @@ mouth opening), so the same seed gives the same bytes. The two ``STYLES`` differ
 hair and a cool background against darker skin, dark hair and a warm background), which gives StarGAN v2
 two domains whose mean colours are far apart.
 
-Run ``python -m colab_utils.data.synthetic sheet.png`` for a contact sheet of faces beside their label maps.
+Run ``python -m colab_utils.data.synthetic sheet.png [classic|portrait]`` for a contact sheet of faces beside
+their label maps.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ PARTS: tuple[str, ...] = ("background", "hair", "skin", "brows", "eyes", "nose",
 BACKGROUND, HAIR, SKIN, BROWS, EYES, NOSE, MOUTH = range(len(PARTS))
 STYLES: tuple[str, ...] = ("fair_blond", "dark_brunette")
 HAIR_CUTS: tuple[str, ...] = ("short", "bob", "long")
+PRESETS: tuple[str, ...] = ("classic", "portrait")
 IMAGE_FORMATS = ("png", "jpg", "jpeg", "webp")
 
 RGB = tuple[int, int, int]
@@ -52,6 +54,12 @@ _IRIS = {
     "fair_blond": [(74, 128, 196), (84, 150, 112), (110, 140, 170)],
     "dark_brunette": [(96, 58, 32), (62, 40, 26), (120, 80, 40)],
 }
+# Portrait preset: eyes, brows and lips take colours of their own, independent of the skin and hair family.
+_IRIS_ANY = [(64, 120, 210), (40, 150, 90), (110, 66, 30), (60, 40, 26), (140, 150, 160), (190, 130, 40),
+             (120, 70, 170), (30, 170, 170)]
+_BROW_ANY = [(20, 16, 14), (70, 44, 28), (150, 110, 60), (170, 80, 40), (120, 120, 120), (40, 30, 60)]
+_LIPS_ANY = [(232, 150, 150), (200, 40, 56), (130, 24, 40), (150, 70, 140), (240, 110, 80), (150, 90, 70),
+             (70, 40, 90)]
 _SHIRT = [(60, 70, 110), (150, 40, 50), (40, 110, 80), (220, 220, 215), (90, 90, 95), (200, 150, 60)]
 _LIP_TINT = np.array([0.86, 0.58, 0.60], np.float32)
 
@@ -116,6 +124,10 @@ class FaceParams:
     bg_angle: float
     light_x: float
     light_y: float
+    # framing and expression (the "portrait" preset sets them; the "classic" defaults draw the original faces)
+    zoom: float = 1.0          # the face's size in the frame, multiplying render_face's ``scale``
+    mouth_gap: float = 0.0     # the face's own mouth opening, in [0, 1]; render_face's ``mouth_open`` adds to it
+    nose_shade: float = 0.45   # opacity of the shadow down the nose's side
 
 
 # ----------------------------------------------------------------------------------------------- sampling
@@ -154,12 +166,34 @@ def _pick(rng: np.random.Generator, palette: dict, family: str):
     return options[int(rng.integers(len(options)))]
 
 
-def sample_face_params(seed: int, style: str | None = None) -> FaceParams:
+def _check_preset(preset) -> str:
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
+    return preset
+
+
+def sample_face_params(seed: int, style: str | None = None, *, preset: str = "classic") -> FaceParams:
     """Draw every choice of one face from ``seed``. ``style`` picks the colour family (one of ``STYLES``);
-    ``None`` lets skin, hair, eyes and background each come from either family."""
+    ``None`` lets each colour come from either family.
+
+    ``preset="classic"``: a head and shoulders in the middle of the frame, the colour family deciding skin,
+    hair, eyes and background together (the faces of the video clips and the StyleGAN2 smoke runs).
+    ``preset="portrait"``: an aligned close-up that fills the frame as FFHQ / CelebA-HQ crops do, whose eyes,
+    brows, nose and mouth vary strongly and independently of each other and of skin, hair and background (iris
+    colour and size, eye shape, brow thickness and colour, nose width and shading, lip colour, mouth width and
+    opening); the family decides skin and hair only, the background comes from either family. Made for the
+    local-editing generator, whose catalog must find each part, and for the StarGAN v2 demo, whose domains
+    must differ in the face's colours alone.
+    """
     seed = _check_seed(seed)
     style = _check_style(style)
     rng = np.random.default_rng(seed)
+    if _check_preset(preset) == "portrait":
+        return _sample_portrait(seed, style, rng)
+    return _sample_classic(seed, style, rng)
+
+
+def _sample_classic(seed: int, style: str | None, rng: np.random.Generator) -> FaceParams:
     u = rng.uniform
 
     families = [style] * 4 if style else [STYLES[int(i)] for i in rng.integers(len(STYLES), size=4)]
@@ -197,6 +231,52 @@ def sample_face_params(seed: int, style: str | None = None) -> FaceParams:
         hair_length=u(0.7, 0.95), strands=float(rng.integers(14, 30)),
         bg_top=bg_top, bg_bottom=bg_bottom, bg_angle=u(-0.5, 0.5),
         light_x=u(-0.7, 0.7), light_y=u(-0.8, -0.3),
+    )
+
+
+def _sample_portrait(seed: int, style: str | None, rng: np.random.Generator) -> FaceParams:
+    """The "portrait" preset of :func:`sample_face_params`: the head fixed in the frame (eyes at the same place
+    in every face, as face alignment leaves them), every facial part drawn on its own."""
+    u = rng.uniform
+    skin_family, hair_family, bg_family = [style] * 2 + [None] if style else [None] * 3
+    skin_family, hair_family, bg_family = (f or STYLES[int(rng.integers(len(STYLES)))]
+                                           for f in (skin_family, hair_family, bg_family))
+    skin = _jitter(rng, _pick(rng, _SKIN, skin_family), 0.05)
+    hair = _jitter(rng, _pick(rng, _HAIR, hair_family), 0.08)
+    top, bottom = _pick(rng, _BACKGROUND, bg_family)
+    bg_top, bg_bottom = _jitter(rng, top, 0.08), _jitter(rng, bottom, 0.08)
+    shirt = _jitter(rng, _SHIRT[int(rng.integers(len(_SHIRT)))], 0.1)
+    iris = _jitter(rng, _IRIS_ANY[int(rng.integers(len(_IRIS_ANY)))], 0.12)
+    brow_color = _jitter(rng, _BROW_ANY[int(rng.integers(len(_BROW_ANY)))], 0.12)
+    lips = _jitter(rng, _LIPS_ANY[int(rng.integers(len(_LIPS_ANY)))], 0.1)
+
+    head_w, head_h = u(0.43, 0.47), u(0.56, 0.6)
+    k = head_h / 0.5
+    eye_w = u(0.19, 0.27) * head_w                            # small to large eyes
+    eye_h = u(0.45, 0.8) * eye_w                             # narrow almond to round
+    eye_y = u(-0.075, -0.055) * k
+    brow_thick = u(0.03, 0.075) * k                           # pencil line to bushy
+    brow_gap = eye_h + brow_thick / 2 + u(0.025, 0.05) * k    # the brow never touches the eye
+    hairline_max = eye_y - brow_gap - brow_thick - 0.05 * k
+    wide_open = rng.uniform() < 0.5
+    return FaceParams(
+        seed=seed, style=style or "mixed",
+        head_x=u(-0.01, 0.01), head_y=u(0.0, 0.02), head_w=head_w, head_h=head_h, jaw=u(0.12, 0.28),
+        skin=skin, blush=u(0.0, 0.4), ear_w=u(0.055, 0.07) * k, ear_h=u(0.09, 0.11) * k,
+        neck_w=u(0.38, 0.44) * head_w, shirt=shirt,
+        eye_y=eye_y, eye_dx=u(0.41, 0.44) * head_w, eye_w=eye_w, eye_h=eye_h,
+        eye_tilt=u(-0.2, 0.25), iris=iris, iris_r=u(0.6, 1.2), gaze_x=u(-0.2, 0.2), gaze_y=u(-0.1, 0.1),
+        brow_gap=brow_gap, brow_w=u(0.95, 1.3) * eye_w, brow_thick=brow_thick, brow_arch=u(0.0, 0.04) * k,
+        brow_tilt=u(-0.15, 0.15), brow_color=brow_color,
+        nose_y=u(0.13, 0.16) * k, nose_w=u(0.04, 0.095) * k, nose_h=u(0.05, 0.085) * k,
+        mouth_y=u(0.3, 0.33) * k, mouth_w=u(0.11, 0.2) * k, lip_top=u(0.02, 0.04) * k,
+        lip_bottom=u(0.025, 0.055) * k, smile=u(-0.01, 0.035) * k, lips=lips,
+        hair_cut=HAIR_CUTS[int(rng.integers(len(HAIR_CUTS)))], hair=hair, hair_volume=u(0.04, 0.1) * k,
+        hairline=min(u(-0.36, -0.28) * k, hairline_max), temple=u(0.05, 0.12) * k, part_slope=u(-0.25, 0.25),
+        hair_length=u(0.8, 1.0), strands=float(rng.integers(14, 30)),
+        bg_top=bg_top, bg_bottom=bg_bottom, bg_angle=u(-0.5, 0.5),
+        light_x=u(-0.5, 0.5), light_y=u(-0.8, -0.4),
+        zoom=u(1.48, 1.54), mouth_gap=u(0.3, 0.8) if wide_open else 0.0, nose_shade=u(0.1, 0.9),
     )
 
 
@@ -310,7 +390,8 @@ def render_face(params: FaceParams, size: int, *, shift=(0.0, 0.0), yaw: float =
     if not scale > 0:
         raise ValueError(f"scale must be positive, got {scale}")
     p = params
-    frame = _Frame(size, (p.head_x + 2.0 * shift[0], p.head_y + 2.0 * shift[1]), scale, roll)
+    frame = _Frame(size, (p.head_x + 2.0 * shift[0], p.head_y + 2.0 * shift[1]), scale * p.zoom, roll)
+    mouth_open = p.mouth_gap + (1.0 - p.mouth_gap) * mouth_open
     light = np.array([p.light_x, p.light_y, 1.0], np.float32)
     light /= np.linalg.norm(light)
     head_w = p.head_w * (1 - 0.12 * abs(yaw))
@@ -497,7 +578,7 @@ def _nose(canvas: _Canvas, p: FaceParams, frame: _Frame, yaw, skin, light):
     tone = 0.95 + 0.07 * side - 0.06 * np.clip((v - p.nose_y) / h, 0, 1)
     canvas.paint(np.minimum(tip, bridge), skin * tone[..., None], NOSE, window=window)
     shade_side = np.maximum(np.abs(u - (bx - lit * 0.6 * w * 0.45)) - max(0.2 * w * 0.45, 0.3 * px), bridge)
-    canvas.paint(np.maximum(shade_side, -tip), skin * 0.8, opacity=0.45, window=window)
+    canvas.paint(np.maximum(shade_side, -tip), skin * 0.8, opacity=p.nose_shade, window=window)
     outline = np.maximum(np.maximum(tip, -tip - max(0.18 * w, 0.45 * px)), p.nose_y - v)
     canvas.paint(outline, skin * 0.6, opacity=0.85, window=window)
     for s in (-1, 1):
@@ -532,9 +613,11 @@ def _mouth(canvas: _Canvas, p: FaceParams, frame: _Frame, yaw, mouth_open):
 
 # ----------------------------------------------------------------------------------------------- sets
 
-def make_face(seed: int, size: int = 64, style: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``(image, labels)`` of the face drawn from ``seed`` in a neutral pose."""
-    return render_face(sample_face_params(seed, style), size)
+def make_face(seed: int, size: int = 64, style: str | None = None, *,
+              preset: str = "classic") -> tuple[np.ndarray, np.ndarray]:
+    """``(image, labels)`` of the face drawn from ``seed`` (and ``preset``, see :func:`sample_face_params`)
+    in a neutral pose."""
+    return render_face(sample_face_params(seed, style, preset=preset), size)
 
 
 def _check_count(name: str, n) -> int:
@@ -543,16 +626,18 @@ def _check_count(name: str, n) -> int:
     return int(n)
 
 
-def make_faces(n: int, size: int = 64, seed: int = 0, style: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def make_faces(n: int, size: int = 64, seed: int = 0, style: str | None = None, *,
+               preset: str = "classic") -> tuple[np.ndarray, np.ndarray]:
     """``n`` faces as ``(images [n, H, W, 3], labels [n, H, W])``, both uint8. Face ``i`` comes from its own
     seed derived from ``(seed, i)``, so sets with different ``seed`` share no faces and a longer set starts
-    with the faces of a shorter one."""
+    with the faces of a shorter one. ``preset``: see :func:`sample_face_params`."""
     n, size, seed = _check_count("n", n), _check_size(size), _check_seed(seed)
     _check_style(style)
+    _check_preset(preset)
     images = np.empty((n, size, size, 3), np.uint8)
     labels = np.empty((n, size, size), np.uint8)
     for i in tqdm(range(n), desc="drawing faces", unit="face", disable=n < 256, leave=False):
-        images[i], labels[i] = make_face(_child_seed(seed, i), size, style)
+        images[i], labels[i] = make_face(_child_seed(seed, i), size, style, preset=preset)
     return images, labels
 
 
@@ -570,23 +655,28 @@ def _check_format(fmt: str) -> str:
     return fmt
 
 
-def write_image_folder(root: str | os.PathLike, n: int, size: int = 64, seed: int = 0, fmt: str = "png") -> Path:
+def write_image_folder(root: str | os.PathLike, n: int, size: int = 64, seed: int = 0, fmt: str = "png", *,
+                       preset: str = "classic") -> Path:
     """Write ``n`` faces (any colour mix) as ``root/00000.png, ...``: an unconditional training folder. The
-    images are those of ``make_faces(n, size, seed)``. Returns ``root``."""
+    images are those of ``make_faces(n, size, seed, preset=preset)``. Returns ``root``."""
     n, size, seed, fmt = _check_count("n", n), _check_size(size), _check_seed(seed), _check_format(fmt)
+    _check_preset(preset)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     for i in tqdm(range(n), desc=f"writing faces to {root}", unit="img", disable=n < 256):
-        _save(make_face(_child_seed(seed, i), size)[0], root / f"{i:05d}.{fmt}", fmt)
+        _save(make_face(_child_seed(seed, i), size, preset=preset)[0], root / f"{i:05d}.{fmt}", fmt)
     return root
 
 
 def write_domain_folders(root: str | os.PathLike, n_train: int, n_val: int, size: int = 64, seed: int = 0,
-                         domains=STYLES) -> Path:
+                         domains=STYLES, *, preset: str = "classic") -> Path:
     """Write StarGAN-style domain folders ``root/train/<domain>/*.png`` and ``root/val/<domain>/*.png``,
-    one colour family of ``STYLES`` per domain, ``n_train`` and ``n_val`` images each. Returns ``root``."""
+    one colour family of ``STYLES`` per domain, ``n_train`` and ``n_val`` images each. Returns ``root``.
+    With ``preset="portrait"`` the domains differ in skin and hair colour only (backgrounds come from either
+    family), so a translation between them should keep the background."""
     n_train, n_val = _check_count("n_train", n_train), _check_count("n_val", n_val)
     size, seed = _check_size(size), _check_seed(seed)
+    _check_preset(preset)
     domains = tuple(domains)
     if not domains or len(set(domains)) != len(domains):
         raise ValueError(f"domains must be distinct names from {STYLES}, got {domains}")
@@ -599,12 +689,12 @@ def write_domain_folders(root: str | os.PathLike, n_train: int, n_val: int, size
             (root / split / d).mkdir(parents=True, exist_ok=True)
     jobs = [(k, split, d, i) for k, (split, count) in enumerate(splits) for d in domains for i in range(count)]
     for k, split, d, i in tqdm(jobs, desc=f"writing domain folders to {root}", unit="img", disable=len(jobs) < 256):
-        face = make_face(_child_seed(seed, STYLES.index(d), k, i), size, d)[0]
+        face = make_face(_child_seed(seed, STYLES.index(d), k, i), size, d, preset=preset)[0]
         _save(face, root / split / d / f"{i:05d}.png", "png")
     return root
 
 
-def contact_sheet(n_cols: int = 8, n_rows: int = 4, size: int = 128, seed: int = 0):
+def contact_sheet(n_cols: int = 8, n_rows: int = 4, size: int = 128, seed: int = 0, *, preset: str = "classic"):
     """A PIL image of ``n_rows x n_cols`` faces, each beside its coloured label map: first row one style,
     second row the other, the rest mixed."""
     from colab_utils.viz import image_grid, label_map_to_color
@@ -613,7 +703,7 @@ def contact_sheet(n_cols: int = 8, n_rows: int = 4, size: int = 128, seed: int =
     for r in range(n_rows):
         style = STYLES[r] if r < len(STYLES) else None
         for col in range(n_cols):
-            image, labels = make_face(_child_seed(seed, r, col), size, style)
+            image, labels = make_face(_child_seed(seed, r, col), size, style, preset=preset)
             tiles += [image, label_map_to_color(labels)]
     return image_grid(tiles, nrow=2 * n_cols)
 
@@ -624,7 +714,7 @@ if __name__ == "__main__":
     from PIL import Image
 
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "synthetic_faces.png")
-    sheet = contact_sheet()
+    sheet = contact_sheet(preset=sys.argv[2] if len(sys.argv) > 2 else "classic")
     palette = sheet.quantize(256, method=Image.Quantize.MEDIANCUT)   # 256 colours, dithered: a small PNG
     sheet.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG).save(out, optimize=True)
     print(f"wrote {out}")

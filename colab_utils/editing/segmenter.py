@@ -201,27 +201,28 @@ def _cpu_threads(n: int | None, device: torch.device):
 def train_segmenter(n_faces: int = 512, *, size: int = 32, steps: int = 400, batch_size: int = 16,
                     max_seconds: float | None = None, width: int = 16, lr: float = 3e-3, seed: int = 0,
                     device: str | torch.device | None = None, threads: int | None = 1,
-                    progress: bool = True) -> PartSegmenter:
+                    progress: bool = True, preset: str = "classic") -> PartSegmenter:
     """Train a :class:`PartSegmenter` on ``n_faces`` synthetic faces and their label maps.
 
     ``steps`` Adam steps of ``batch_size`` augmented faces, with a class-weighted cross-entropy; training
     stops early after ``max_seconds`` when given. About a minute on a CPU with the defaults. Deterministic
     for a seed when ``max_seconds`` is None. ``threads``: torch CPU threads while training on the CPU: the
     convolutions are so small that extra threads gain little and, on a busy machine, lose a lot waiting for
-    each other (None keeps torch's setting).
+    each other (None keeps torch's setting). ``preset``: which synthetic faces to learn (see
+    :func:`colab_utils.data.synthetic.sample_face_params`): those the generator to be labelled was trained on.
     """
     if n_faces < 1 or steps < 1 or batch_size < 1:
         raise ValueError(f"train_segmenter: n_faces, steps and batch_size must be positive, got "
                          f"{n_faces}, {steps}, {batch_size}")
     device = torch.device(device) if device is not None else torch.device("cpu")
     with _cpu_threads(threads, device):
-        return _train(n_faces, size, steps, batch_size, max_seconds, width, lr, seed, device, progress)
+        return _train(n_faces, size, steps, batch_size, max_seconds, width, lr, seed, device, progress, preset)
 
 
 def _train(n_faces: int, size: int, steps: int, batch_size: int, max_seconds: float | None, width: int, lr: float,
-           seed: int, device: torch.device, progress: bool) -> PartSegmenter:
+           seed: int, device: torch.device, progress: bool, preset: str = "classic") -> PartSegmenter:
     """The training loop of :func:`train_segmenter`."""
-    images, labels = make_faces(n_faces, size=size, seed=seed)
+    images, labels = make_faces(n_faces, size=size, seed=seed, preset=preset)
     x_all = as_image_batch(images)
     y_all = torch.from_numpy(labels).long()
     torch.manual_seed(seed)

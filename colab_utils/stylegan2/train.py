@@ -162,10 +162,11 @@ def plain_fp32(config: TrainConfig) -> TrainConfig:
 # ---------------------------------------------------------------------------------------------------------
 
 class SyntheticFaces(torch.utils.data.Dataset):
-    """``n`` procedural faces (:mod:`colab_utils.data.synthetic`) held in memory, as [3, size, size] in [-1, 1]."""
+    """``n`` procedural faces (:mod:`colab_utils.data.synthetic`, drawn with ``preset``) held in memory, as
+    [3, size, size] in [-1, 1]."""
 
-    def __init__(self, n: int, size: int, seed: int = 0):
-        images, _ = make_faces(n, size, seed=seed)
+    def __init__(self, n: int, size: int, seed: int = 0, preset: str = "classic"):
+        images, _ = make_faces(n, size, seed=seed, preset=preset)
         self.pixels = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
 
     def __len__(self) -> int:
