@@ -41,6 +41,18 @@ def test_warp_affine_moves_a_dot_where_the_matrix_says():
     np.testing.assert_allclose(align.apply_affine(inv, align.apply_affine(m, [[3.0, 4.0]])), [[3.0, 4.0]])
 
 
+@pytest.mark.parametrize("scale", [2.0, 0.5, 1.7])
+def test_warp_affine_scales_about_pixel_centres(scale):
+    """Pixel centres sit at integer coordinates: a blob at (20, 30) lands at (20s, 30s), not half a pixel off."""
+    yy, xx = np.mgrid[0:64, 0:64]
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[..., 0] = np.round(255 * np.exp(-((xx - 20) ** 2 + (yy - 30) ** 2) / 8.0))
+    out = align.warp_affine(image, np.array([[scale, 0, 0], [0, scale, 0]]), 128).astype(float)[..., 0]
+    oy, ox = np.mgrid[0:128, 0:128]
+    centroid = np.array([(out * ox).sum(), (out * oy).sum()]) / out.sum()
+    np.testing.assert_allclose(centroid, [20 * scale, 30 * scale], atol=0.02)
+
+
 def test_paste_back_of_untouched_crop_restores_the_frame():
     rng = np.random.default_rng(1)
     frame = (rng.uniform(0, 1, (96, 128, 1)) * np.linspace(60, 200, 128)[None, :, None]).astype(np.uint8).repeat(3, 2)

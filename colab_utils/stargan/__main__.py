@@ -103,9 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     align.add_argument("--out", required=True, help="output folder")
     align.add_argument("--size", type=int, default=256, help="output size in pixels (default: 256)")
     align.add_argument("--backend", default="auto", choices=("auto", "fan", "mediapipe"),
-                       help="landmarks from FAN (needs --fan) or MediaPipe Face Mesh (offline); auto: FAN when "
-                            "--fan is given (default: auto)")
-    align.add_argument("--fan", default=None, help="FAN weights (wing.ckpt) for the fan backend")
+                       help="landmarks from MediaPipe Face Mesh (offline, mediapipe<0.10.30 on Python <= 3.12) or "
+                            "the StarGAN v2 FAN; auto: MediaPipe where it runs, else the FAN (default: auto)")
+    align.add_argument("--fan", default=None, help="FAN weights for the FAN backend: wing.ckpt, or a *_nets_ema.ckpt "
+                                                   "holding a 'fan' entry (default: wing.ckpt from the "
+                                                   "colab_utils.hub cache)")
+    align.add_argument("--download-fan", action="store_true",
+                       help="fetch the StarGAN v2 release's wing.ckpt through colab_utils.hub (once, cached) when "
+                            "the FAN is needed and not cached")
     align.add_argument("--device", default="cpu", help="device for FAN (default: cpu)")
 
     export = commands.add_parser("export", help="write a training checkpoint as official *_nets_ema.ckpt / "
@@ -179,21 +184,31 @@ def run_sample(args) -> int:
 
 
 def run_align(args) -> int:
-    from .align import align_folder, make_landmarker
+    from .align import align_folder
+    from .landmarks import LandmarkBackendError, make_landmarker
 
     fan = None
     if args.fan is not None:
         from .fan import load_fan
 
         fan = load_fan(args.fan, device=args.device)
-    landmarker = make_landmarker(args.backend, fan=fan, device=args.device)
-    report = align_folder(args.src, args.out, args.size, landmarker=landmarker)
+    try:
+        landmarker = make_landmarker(args.backend, fan=fan, device=args.device, download=args.download_fan)
+    except LandmarkBackendError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    print(f"landmarks: {landmarker.description}")
+    try:
+        report = align_folder(args.src, args.out, args.size, landmarker=landmarker)
+    finally:
+        landmarker.close()
     print(f"aligned {len(report.aligned)} photo(s) into {args.out}; no face in {len(report.no_face)}; "
           f"unreadable {len(report.unreadable)}")
     for path in report.no_face:
         print(f"  no face found: {path}")
     for path, reason in report.unreadable:
         print(f"  unreadable: {reason}")
+    for path in report.whole_image:
+        print(f"  no face detector found the face, taken whole as a face crop: {path}")
     return 0 if report.aligned else 1
 
 

@@ -6,17 +6,16 @@ least-squares similarity transform (rotation, uniform scale, shift; Umeyama 1991
 estimation of transformation parameters between two point patterns") onto a mean-landmark template, and
 warp. The inverse transform pastes a translated crop back into the original picture or video frame.
 
-Landmarks come from one of two backends:
-- ``"fan"``: the 98-point FAN of the official StarGAN v2 release (weights ``wing.ckpt`` through
-  ``colab_utils.hub``), run on a face box from MediaPipe face detection or OpenCV 4's Haar cascade;
-- ``"mediapipe"``: MediaPipe Face Mesh (468 points) from a ``mediapipe<0.10.30`` wheel, which bundles its
-  models, so nothing is downloaded (the offline fallback; ``pip install "colab_utils[faces]"``).
+Landmarks come from :func:`colab_utils.stargan.landmarks.make_landmarker`, which picks MediaPipe Face Mesh
+where its bundled models can run (``mediapipe<0.10.30``, Python <= 3.12), else the StarGAN v2 release's FAN
+(the network already loaded as ``nets.fan``, or ``wing.ckpt`` through ``colab_utils.hub``), else explains how
+to get one; :func:`colab_utils.stargan.landmarks.landmark_backend_report` says which one this machine has.
 """
 from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -36,11 +35,6 @@ TEMPLATE_5 = np.array([
 # The eyes are the most stable points; nose and mouth move with pose and expression.
 TEMPLATE_WEIGHTS = np.array([1.0, 1.0, 0.5, 0.5, 0.5])
 
-# MediaPipe Face Mesh indices of the five points (eye centres averaged over the eye contour).
-_MESH_GROUPS = ([33, 133, 159, 145, 160, 144, 158, 153], [362, 263, 386, 374, 385, 380, 387, 373], [1], [61], [291])
-# FAN/WFLW 98-point indices: eye contours 60-67 and 68-75, nose tip 54, mouth corners 76 and 82.
-_FAN_GROUPS = (list(range(60, 68)), list(range(68, 76)), [54], [76], [82])
-
 Landmarker = Callable[[np.ndarray], "np.ndarray | None"]
 
 
@@ -48,108 +42,18 @@ class NoFaceError(ValueError):
     """No face was found in a picture."""
 
 
-def five_points(landmarks: np.ndarray, groups=_MESH_GROUPS) -> np.ndarray:
-    """Reduce a dense landmark set (K×2) to the template's five points."""
-    return np.stack([landmarks[list(g)].mean(axis=0) for g in groups]).astype(np.float64)
+# The landmark backends (MediaPipe, FAN, the chooser) live in colab_utils.stargan.landmarks, which builds on the
+# geometry below; these names are also reachable from here.
+_FROM_LANDMARKS = ("make_landmarker", "landmark_backend_report", "mediapipe_status", "MediaPipeLandmarks",
+                   "FANLandmarks", "LandmarkBackendError", "five_points", "MESH_GROUPS", "FAN_GROUPS")
 
 
-class MediaPipeLandmarks:
-    """Five landmarks from MediaPipe Face Mesh; ``video=True`` tracks across consecutive frames."""
+def __getattr__(name: str):
+    if name in _FROM_LANDMARKS:
+        from colab_utils.stargan import landmarks
 
-    def __init__(self, video: bool = False, min_confidence: float = 0.5):
-        try:
-            import mediapipe as mp  # type: ignore[import-not-found]
-            solutions = mp.solutions
-        except (ImportError, AttributeError) as exc:
-            raise ImportError(
-                "the offline landmark backend needs a mediapipe wheel that bundles its face models "
-                "(mediapipe>=0.10.9,<0.10.30, Python <= 3.12): pip install 'colab_utils[faces]'; "
-                "or use the FAN backend with weights from colab_utils.hub ('stargan_v2_wing')") from exc
-        self._mesh = solutions.face_mesh.FaceMesh(static_image_mode=not video, max_num_faces=1,
-                                                  refine_landmarks=False, min_detection_confidence=min_confidence)
-
-    def __call__(self, image: np.ndarray) -> np.ndarray | None:
-        image = np.ascontiguousarray(_as_rgb_array(image))
-        result = self._mesh.process(image)
-        if not result.multi_face_landmarks:
-            return None
-        h, w = image.shape[:2]
-        pts = np.array([[p.x * w, p.y * h] for p in result.multi_face_landmarks[0].landmark])
-        return five_points(pts, _MESH_GROUPS)
-
-    def close(self) -> None:
-        self._mesh.close()
-
-
-def face_box_detector() -> Callable[[np.ndarray], "tuple[float, float, float, float] | None"]:
-    """A detector returning the largest face box (x, y, w, h): MediaPipe face detection when its bundled
-    model is there, else OpenCV's Haar cascade (shipped with OpenCV 4, as in Colab; OpenCV 5 dropped it)."""
-    try:
-        import mediapipe as mp  # type: ignore[import-not-found]
-        detector = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
-
-        def mediapipe_box(image):
-            result = detector.process(np.ascontiguousarray(image))
-            if not result.detections:
-                return None
-            h, w = image.shape[:2]
-            best = max(result.detections, key=lambda d: d.score[0]).location_data.relative_bounding_box
-            return best.xmin * w, best.ymin * h, best.width * w, best.height * h
-        return mediapipe_box
-    except (ImportError, AttributeError):
-        pass
-    try:
-        import cv2  # type: ignore[import-not-found]
-        cascade_path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
-        cascade = cv2.CascadeClassifier(str(cascade_path)) if cascade_path.is_file() else None
-    except (ImportError, AttributeError):
-        cascade = None
-    if cascade is None or cascade.empty():
-        raise ImportError("no offline face detector: install mediapipe<0.10.30 (pip install 'colab_utils[faces]') "
-                          "or OpenCV 4 (opencv-python-headless<5 ships the Haar cascades)")
-
-    def haar_box(image):
-        gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-        boxes = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(32, 32))
-        return None if len(boxes) == 0 else tuple(float(v) for v in max(boxes, key=lambda b: b[2] * b[3]))
-    return haar_box
-
-
-class FANLandmarks:
-    """Five landmarks from the 98-point FAN, run on a square crop around the detected face box."""
-
-    def __init__(self, fan, device="cpu", crop_scale: float = 1.6, box_detector=None):
-        self.box_detector = box_detector or face_box_detector()
-        self.fan = fan.to(device).eval()
-        self.device = device
-        self.crop_scale = crop_scale
-
-    def __call__(self, image: np.ndarray) -> np.ndarray | None:
-        import torch
-
-        image = _as_rgb_array(image)
-        box = self.box_detector(image)
-        if box is None:
-            return None
-        x, y, w, h = box
-        cx, cy, side = x + w / 2, y + h / 2, max(w, h) * self.crop_scale
-        to_crop = np.array([[256 / side, 0, 128 - cx * 256 / side], [0, 256 / side, 128 - cy * 256 / side]])
-        crop = warp_affine(image, to_crop, 256)
-        batch = torch.from_numpy(crop).permute(2, 0, 1)[None].float().div(127.5).sub(1).to(self.device)
-        with torch.no_grad():
-            pts = self.fan.get_landmark(batch)[0].cpu().numpy().astype(np.float64)
-        return apply_affine(invert_affine(to_crop), five_points(pts, _FAN_GROUPS))
-
-
-def make_landmarker(backend: str = "auto", *, fan=None, device="cpu", video: bool = False) -> Landmarker:
-    """``"fan"`` (needs ``fan``), ``"mediapipe"``, or ``"auto"``: FAN when given, else MediaPipe."""
-    if backend == "fan" or (backend == "auto" and fan is not None):
-        if fan is None:
-            raise ValueError("backend='fan' needs the FAN network (load it with colab_utils.stargan.fan)")
-        return FANLandmarks(fan, device=device)
-    if backend in ("mediapipe", "auto"):
-        return MediaPipeLandmarks(video=video)
-    raise ValueError(f"unknown landmark backend {backend!r}: use 'auto', 'fan' or 'mediapipe'")
+        return getattr(landmarks, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- geometry --------------------------------------------------------------------------------------
@@ -192,10 +96,11 @@ def warp_affine(image: np.ndarray, matrix: np.ndarray, size: int | tuple[int, in
     (int for square, or (width, height)). Pixel centres are at integer coordinates."""
     w, h = (size, size) if isinstance(size, int) else size
     inv = invert_affine(matrix)  # PIL maps output coordinates to input coordinates
-    # PIL's affine transform samples at pixel centres (x + 0.5); shift so integer coordinates are centres.
+    # PIL maps pixel-edge coordinates (output pixel x spans [x, x+1)) to pixel-edge coordinates; ours have pixel
+    # centres at integers, so p_edge = inv @ (q_edge - 0.5) + 0.5.
     a, b, c = inv[0]
     d, e, f = inv[1]
-    coeffs = (a, b, c + 0.5 * (a + b) - 0.5, d, e, f + 0.5 * (d + e) - 0.5)
+    coeffs = (a, b, c - 0.5 * (a + b) + 0.5, d, e, f - 0.5 * (d + e) + 0.5)
     out = Image.fromarray(_as_rgb_array(image)).transform((w, h), Image.AFFINE, coeffs, resample=resample, fillcolor=fill)
     return np.asarray(out)
 
@@ -217,14 +122,23 @@ def alignment_matrix(landmarks: np.ndarray, size: int) -> np.ndarray:
 
 def align_face(image, size: int = 256, *, landmarker: Landmarker | None = None,
                landmarks: np.ndarray | None = None, name: str = "image") -> AlignedFace:
-    """Crop ``image`` (array, PIL image or path) like CelebA-HQ at ``size``. Raises ``NoFaceError``
-    naming the picture when no face is found."""
+    """Crop ``image`` (array, PIL image or path) like CelebA-HQ at ``size``. Landmarks: ``landmarks`` when
+    given, else ``landmarker``, else the backend :func:`colab_utils.stargan.landmarks.make_landmarker` picks.
+    Raises ``NoFaceError`` naming the picture when no face is found."""
     if isinstance(image, (str, os.PathLike)):
         name = str(image)
     array = _as_rgb_array(image)
     if landmarks is None:
-        landmarker = landmarker or make_landmarker()
-        landmarks = landmarker(array)
+        own = landmarker is None
+        if own:
+            from colab_utils.stargan.landmarks import make_landmarker
+
+            landmarker = make_landmarker()
+        try:
+            landmarks = landmarker(array)
+        finally:
+            if own:
+                landmarker.close()
         if landmarks is None:
             raise NoFaceError(f"no face found in {name}")
     matrix = alignment_matrix(landmarks, size)
@@ -254,38 +168,56 @@ def paste_back(frame: np.ndarray, crop: np.ndarray, matrix: np.ndarray, *, mask:
 
 @dataclass
 class AlignReport:
+    """What :func:`align_folder` did. ``landmarks``: the backend's description; ``whole_image``: photos in
+    which no face detector found the face, taken whole as face crops (FAN backend)."""
+
     aligned: list[Path]
     no_face: list[Path]
     unreadable: list[tuple[Path, str]]
+    landmarks: str = ""
+    whole_image: list[Path] = field(default_factory=list)
 
 
 def align_folder(src: str | os.PathLike | Iterable, out_dir: str | os.PathLike, size: int = 256, *,
-                 landmarker: Landmarker | None = None) -> AlignReport:
+                 landmarker: Landmarker | None = None, fan=None, download: bool = False) -> AlignReport:
     """Align every image of a folder (or a list of paths) into ``out_dir`` as PNG; files with no face or
-    that cannot be read are named in one warning each and listed in the report."""
+    that cannot be read are named in one warning each and listed in the report.
+
+    ``landmarker``: default ``make_landmarker("auto", fan=fan, download=download)`` (MediaPipe, else the FAN
+    ``fan`` such as ``nets.fan``, else ``wing.ckpt`` from the hub cache or, with ``download``, fetched)."""
     from colab_utils.data.images import ImageLoadError, list_images, load_image
 
     paths = list_images(src) if isinstance(src, (str, os.PathLike)) else [Path(p) for p in src]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    landmarker = landmarker or make_landmarker()
-    report = AlignReport([], [], [])
-    for path in tqdm(paths, desc="aligning faces", unit="img"):
-        try:
-            image = np.asarray(load_image(path))
-        except ImageLoadError as exc:
-            report.unreadable.append((path, str(exc)))
-            warnings.warn(str(exc), stacklevel=2)
-            continue
-        try:
-            face = align_face(image, size, landmarker=landmarker, name=str(path))
-        except NoFaceError as exc:
-            report.no_face.append(path)
-            warnings.warn(str(exc), stacklevel=2)
-            continue
-        target = out / (path.stem + ".png")
-        Image.fromarray(face.image).save(target)
-        report.aligned.append(target)
+    own = landmarker is None
+    if own:
+        from colab_utils.stargan.landmarks import make_landmarker
+
+        landmarker = make_landmarker("auto", fan=fan, download=download)
+    report = AlignReport([], [], [], landmarks=getattr(landmarker, "description", type(landmarker).__name__))
+    try:
+        for path in tqdm(paths, desc="aligning faces", unit="img"):
+            try:
+                image = np.asarray(load_image(path))
+            except ImageLoadError as exc:
+                report.unreadable.append((path, str(exc)))
+                warnings.warn(str(exc), stacklevel=2)
+                continue
+            try:
+                face = align_face(image, size, landmarker=landmarker, name=str(path))
+            except NoFaceError as exc:
+                report.no_face.append(path)
+                warnings.warn(str(exc), stacklevel=2)
+                continue
+            if getattr(getattr(landmarker, "last_box", None), "source", None) == "whole image":
+                report.whole_image.append(path)
+            target = out / (path.stem + ".png")
+            Image.fromarray(face.image).save(target)
+            report.aligned.append(target)
+    finally:
+        if own:
+            landmarker.close()
     return report
 
 

@@ -126,9 +126,12 @@ class StarGANFrameModel:
         """The style ``E(reference, domain)`` of a reference face (a path, PIL image or HxWx3 uint8 array).
 
         ``domain`` is the domain the reference belongs to (e.g. 0 female, 1 male for CelebA-HQ). With
-        ``align`` the photo is first aligned like CelebA-HQ (:func:`colab_utils.stargan.align.align_face`);
-        pass ``align=False`` for a picture that is already an aligned crop (it is only resized)."""
+        ``align`` the photo is first aligned like CelebA-HQ (:func:`colab_utils.stargan.align.align_face`) with
+        ``landmarker``, by default the backend :func:`colab_utils.stargan.landmarks.make_landmarker` picks
+        (MediaPipe, else ``nets.fan``, else a cached ``wing.ckpt``); pass ``align=False`` for a picture that is
+        already an aligned crop (it is only resized)."""
         from PIL import Image
+        from colab_utils.stargan.landmarks import make_landmarker
 
         from colab_utils.stargan.align import _as_rgb_array, align_face
 
@@ -138,7 +141,14 @@ class StarGANFrameModel:
         size = int(nets.generator.img_size)
         name = str(reference) if isinstance(reference, (str, os.PathLike)) else "the reference image"
         if align:
-            crop = align_face(reference, size, landmarker=landmarker, name=name).image
+            own = landmarker is None
+            if own:
+                landmarker = make_landmarker("auto", fan=nets.fan)
+            try:
+                crop = align_face(reference, size, landmarker=landmarker, name=name).image
+            finally:
+                if own:
+                    landmarker.close()
         else:
             image = _as_rgb_array(reference)
             crop = np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC)) \

@@ -40,7 +40,8 @@ from tqdm.auto import tqdm
 from colab_utils.data import video_io
 from colab_utils.runtime import default_device
 from colab_utils.data.video_io import VideoError, VideoWriter, iter_frames, probe, write_gif
-from colab_utils.stargan.align import Landmarker, face_mask, invert_affine, make_landmarker, paste_back, warp_affine
+from colab_utils.stargan.align import Landmarker, face_mask, invert_affine, paste_back, warp_affine
+from colab_utils.stargan.landmarks import make_landmarker
 from colab_utils.stargan.model import Nets
 from colab_utils.video.faces import FaceTracker
 from colab_utils.video.flicker import FlickerMeter
@@ -74,12 +75,14 @@ class VideoSummary:
     side_by_side: Path | None = None
     gif: Path | None = None
     notes: list[str] = field(default_factory=list)
+    landmarks: str | None = None     # the landmark backend used in faces mode
 
     def __str__(self) -> str:
         rows = [("output", str(self.output)),
                 ("frames", f"{self.frames} at {self.fps:.3g} fps ({self.mode} mode)"),
                 ("faces found", f"{self.faces_found} ({self.frames_without_face} frames without a face "
                                 f"passed unchanged)" if self.mode == "faces" else f"{self.faces_found}"),
+                *([("landmarks", self.landmarks)] if self.landmarks else []),
                 ("time", f"{self.seconds:.1f} s ({self.frames_per_second:.2f} frames/s)"),
                 ("flicker", f"{self.flicker:.3f} (output change / input change per frame)"),
                 ("sound", "original audio muxed in" if self.audio else "none (the source has no audio)")]
@@ -95,6 +98,33 @@ class VideoSummary:
 # ---------------------------------------------------------------------------------------------------------
 # Frames in, frames out
 # ---------------------------------------------------------------------------------------------------------
+
+def model_fan(model):
+    """The FAN loaded with ``model`` (``nets.fan`` of StarGAN networks or of a
+    :class:`~colab_utils.video.frame_model.StarGANFrameModel`), or None: the landmark backend falls back on it
+    where MediaPipe cannot run."""
+    nets = model if isinstance(model, Nets) else getattr(model, "nets", None)
+    fan = getattr(nets, "fan", None) if isinstance(nets, Nets) else None
+    return fan if callable(getattr(fan, "get_landmark", None)) else None
+
+
+def video_landmarker(model, landmarker: Landmarker | None = None):
+    """``(landmarker, own)``: ``landmarker`` itself, or a new tracking one from
+    :func:`colab_utils.stargan.landmarks.make_landmarker` (MediaPipe, else the model's FAN, else cached
+    ``wing.ckpt``) that the caller must close."""
+    if landmarker is not None:
+        return landmarker, False
+    return make_landmarker("auto", video=True, fan=model_fan(model)), True
+
+
+def landmarks_summary(landmarker) -> str:
+    """What found the faces, for :class:`VideoSummary`: the backend, and for the FAN how often the detector ran."""
+    text = getattr(landmarker, "description", None) or getattr(landmarker, "__name__", type(landmarker).__name__)
+    calls, detections = getattr(landmarker, "calls", None), getattr(landmarker, "detections", None)
+    if calls and detections is not None:
+        text += f"; face detector ran on {detections} of {calls} frames (tracking in between)"
+    return text
+
 
 def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The 2x3 affine ``a after b``."""
@@ -183,16 +213,16 @@ def translate_frames(frames: Iterable[np.ndarray], model, *, mode: str = "faces"
     ``model``: a :class:`colab_utils.video.frame_model.FrameModel` (``size`` and [-1, 1] tensors in and out).
     ``fps`` paces the landmark smoothing (``smooth``). ``temporal_blend`` in [0, 1): weight of the previous
     result in each new face (0: off). ``landmarker``: five-point landmarks per frame (faces mode; default
-    ``make_landmarker("auto", video=True)``)."""
+    ``make_landmarker("auto", video=True, fan=<the model's FAN>)``: MediaPipe, else the FAN)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if not 0.0 <= temporal_blend < 1.0:
         raise ValueError(f"temporal_blend must be in [0, 1), got {temporal_blend!r}")
-    own_landmarker = mode == "faces" and landmarker is None
-    if own_landmarker:
-        landmarker = make_landmarker("auto", video=True)
+    own_landmarker = False
+    if mode == "faces":
+        landmarker, own_landmarker = video_landmarker(model, landmarker)
     try:
         translator = _Translator(model, mode, fps, temporal_blend, landmarker, smooth, device)
         batch: list[_Pending] = []
@@ -215,14 +245,8 @@ def translate_frames(frames: Iterable[np.ndarray], model, *, mode: str = "faces"
 def _resolve_model(model, reference, domain, seed, device, align_reference: bool):
     if isinstance(model, Nets):
         device = device if device is not None else default_device()
-        if reference is not None:
-            landmarker = make_landmarker("auto") if align_reference else None
-            try:
-                return StarGANFrameModel.from_reference(model, reference, domain, align=align_reference,
-                                                        landmarker=landmarker, device=device)
-            finally:
-                if hasattr(landmarker, "close"):
-                    landmarker.close()
+        if reference is not None:     # aligned with the landmark backend chosen there (MediaPipe, else nets.fan)
+            return StarGANFrameModel.from_reference(model, reference, domain, align=align_reference, device=device)
         return StarGANFrameModel.from_latent(model, domain, seed, device=device)
     if reference is not None or domain is not None:
         raise ValueError("reference= and domain= pick the style of StarGAN Nets; this model already has its own "
@@ -257,8 +281,9 @@ def translate_video(src, out, model, *, reference=None, domain: int | None = Non
     write the result as a GIF, at most ``gif_max_side`` pixels wide or high and ``gif_max_bytes`` bytes.
     ``temporal_blend`` in [0, 1) smooths the faces over time; ``smooth`` smooths the landmarks. ``device``:
     where the model runs (default for Nets: CUDA when present; otherwise the model's own device).
-    ``landmarker``: five-point landmarks per frame (default: a fresh ``make_landmarker("auto", video=True)``;
-    a MediaPipe one passed in keeps its tracking state, so give each clip its own). ``crf``/``preset``: the
+    ``landmarker``: five-point landmarks per frame (default: a fresh ``make_landmarker("auto", video=True,
+    fan=<the model's FAN>)``, i.e. MediaPipe, else the FAN loaded with the model, else a cached ``wing.ckpt``;
+    one passed in keeps its tracking state, so give each clip its own). ``crf``/``preset``: the
     x264 quality and speed (``crf=0`` is lossless before the yuv420p colour subsampling).
 
     The output is encoded at the source's frame rate (a variable-rate source is resampled to its nominal rate)
@@ -291,8 +316,11 @@ def translate_video(src, out, model, *, reference=None, domain: int | None = Non
     writer_args = dict(audio_from=audio_from, audio_start=start or 0.0, audio_end=end, speed=speed,
                        keep_pitch=keep_pitch, crf=crf, preset=preset)
 
+    landmarker, own_landmarker = video_landmarker(model, landmarker) if mode == "faces" else (None, False)
     meter, frames, faces = FlickerMeter(), 0, 0
     with contextlib.ExitStack() as stack:
+        if own_landmarker:
+            stack.callback(landmarker.close)
         writer = stack.enter_context(VideoWriter(out, info.fps, **writer_args))
         pair_writer = (stack.enter_context(VideoWriter(side_by_side, info.fps, **writer_args))
                        if side_by_side is not None else None)
@@ -327,7 +355,8 @@ def translate_video(src, out, model, *, reference=None, domain: int | None = Non
         output=out, mode=mode, frames=frames, faces_found=faces, frames_without_face=frames - faces,
         seconds=seconds, fps=info.fps, frames_per_second=frames / seconds if seconds > 0 else math.inf,
         flicker=meter.value, audio=audio_from is not None,
-        side_by_side=Path(side_by_side) if side_by_side is not None else None, gif=gif_path, notes=notes)
+        side_by_side=Path(side_by_side) if side_by_side is not None else None, gif=gif_path, notes=notes,
+        landmarks=landmarks_summary(landmarker) if landmarker is not None else None)
     if verbose:
         print(summary)
     return summary
