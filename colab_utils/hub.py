@@ -96,6 +96,33 @@ REGISTRY: dict[str, HubFile] = {f.name: f for f in [
             "Google Drive file linked as 'FFHQ StyleGAN' by omertov/encoder4editing and eladrich/pixel2style2pixel "
             "(rosinality's conversion); rosinality's README links the Drive folder "
             "1PQutd-JboOCOZqmd95XWxWrO8gGEvRcO"),
+    # Metric networks (colab_utils.metrics). The torchvision files' names carry their sha256 prefix.
+    HubFile("inception_v3_fid",
+            ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
+             "weights-inception-2015-12-05-6726825d.pth",
+             "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+             "pt_inception-2015-12-05-6726825d.pth"),
+            "weights-inception-2015-12-05-6726825d.pth",
+            "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2", None, "inception_fid_pt",
+            "Apache-2.0: Google's TensorFlow Inception-v3 (2015-12-05) converted to PyTorch by torch-fidelity",
+            "The Inception-v3 that FID and KID are defined with (2048 pool features), for torch-fidelity's "
+            "TensorFlow-compatible port",
+            "toshas/torch-fidelity release v0.2.0 (URL_INCEPTION_V3); the same file as mseitzer/pytorch-fid's "
+            "fid_weights release"),
+    HubFile("alexnet_imagenet", ("https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",),
+            "alexnet-owt-7be5be79.pth", "7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02", None,
+            "torchvision_weights",
+            "BSD-3-Clause: torchvision's AlexNet weights, trained on ImageNet (whose terms allow non-commercial "
+            "research use)",
+            "ImageNet AlexNet (torchvision IMAGENET1K_V1): the backbone of AlexNet-LPIPS, StarGAN v2's diversity "
+            "metric", "pytorch/vision, torchvision.models.AlexNet_Weights.IMAGENET1K_V1"),
+    HubFile("vgg16_imagenet", ("https://download.pytorch.org/models/vgg16-397923af.pth",),
+            "vgg16-397923af.pth", "397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0", None,
+            "torchvision_weights",
+            "BSD-3-Clause: torchvision's VGG-16 weights, trained on ImageNet (whose terms allow non-commercial "
+            "research use)",
+            "ImageNet VGG-16 (torchvision IMAGENET1K_V1): the backbone of VGG-LPIPS",
+            "pytorch/vision, torchvision.models.VGG16_Weights.IMAGENET1K_V1"),
 ]}
 
 
