@@ -216,6 +216,7 @@ class _Job:
     retry_at: float = 0.0
     size: int = 0
     done_bytes: int = 0
+    partial: int = 0          # bytes of the partial copy removed after the last failed try
 
 
 class DriveWriter:
@@ -507,20 +508,24 @@ class DriveWriter:
                 self._current = job
                 self._progress_at = time.monotonic()
             error = self._run(job)
-            with self._cv:
-                self._current = None
-                if error is None:
-                    self._succeeded(job)
-                elif error is not _SKIPPED:
-                    self._failed_try(job, error)
-                self._cv.notify_all()
-            if error is not None and error is not _SKIPPED:
+            failed = error is not None and error is not _SKIPPED
+            if failed:  # told before anyone can see the job waiting for its retry
+                job.attempts += 1
+                job.fault = _kind_of(error)
+                job.error = f"{FAULTS[job.fault][0]} ({_describe(error)})"
                 self._warn_fault(job, error)
                 if job.on_fail is not None:
                     try:
                         job.on_fail(job.error)
                     except Exception:  # a callback must not kill the copy thread
                         pass
+            with self._cv:
+                self._current = None
+                if error is None:
+                    self._succeeded(job)
+                elif failed:
+                    self._failed_try(job)
+                self._cv.notify_all()
 
     def _succeeded(self, job: _Job) -> None:
         self.copied += 1
@@ -535,10 +540,7 @@ class DriveWriter:
                 print(f"Google Drive works again: retrying {len(self._waiting)} earlier cop"
                       f"{'y' if len(self._waiting) == 1 else 'ies'}")
 
-    def _failed_try(self, job: _Job, error: BaseException) -> None:
-        job.attempts += 1
-        job.fault = _kind_of(error)
-        job.error = f"{FAULTS[job.fault][0]} ({_describe(error)})"
+    def _failed_try(self, job: _Job) -> None:
         superseded = job.group is not None and (self._newest.get(job.group, 0) > job.order)
         if superseded or self._stopped:
             if not superseded:
@@ -555,6 +557,7 @@ class DriveWriter:
         started = time.monotonic()
         root = drive_root(job.target)
         tmp = None
+        job.partial = 0
         try:
             if not job.local.exists():
                 return _SKIPPED  # superseded: the local file was retired (retention) before its turn
@@ -597,7 +600,7 @@ class DriveWriter:
         finally:
             if tmp is not None:
                 self._in_flight.discard(tmp)
-                self._remove_partial(tmp, job.done_bytes)
+                job.partial = self._remove_partial(tmp, job.done_bytes)
 
     def _copy(self, job: _Job, tmp: Path) -> str:
         digest = hashlib.sha256()
@@ -679,19 +682,23 @@ class DriveWriter:
             print(f"Removed {removed} partial file{'s' if removed > 1 else ''} ({_mb(total)}) that an interrupted "
                   f"copy left in {folder}")
 
-    def _remove_partial(self, tmp: Path, size_hint: int) -> None:
+    def _remove_partial(self, tmp: Path, size_hint: int) -> int:
+        """Remove a failed copy's temp file; returns its size. One that cannot be removed (a stale mount) is
+        remembered, counted in the warnings and removed by a later copy into its folder."""
         try:
             size = tmp.stat().st_size
         except OSError:
             size = size_hint
         try:
             tmp.unlink()
-            self._leftovers.pop(tmp, None)
         except FileNotFoundError:
-            self._leftovers.pop(tmp, None)
+            size = 0
         except OSError:
             self._leftovers[tmp] = size
             self._cleaned.discard(tmp.parent)  # the next copy into this folder tries again
+            return size
+        self._leftovers.pop(tmp, None)
+        return size
 
     # ---- messages -----------------------------------------------------------------------------------------
 
@@ -711,8 +718,8 @@ class DriveWriter:
             partial = (f" A partial copy ({_mb(sum(left.values()))}) could not be removed from Drive: "
                        f"{', '.join(p.name for p in left)}; the next copy into that folder, or the next session, "
                        f"removes it.")
-        elif job.done_bytes:
-            partial = f" The {_mb(job.done_bytes)} partial copy was removed."
+        elif job.partial:
+            partial = f" The {_mb(job.partial)} partial copy was removed."
         retry = "once more when the run ends" if self._closing else "later"
         self._warn_once(kind, f"{title}: could not copy {job.label} to {job.target} ({_describe(error)}). It is "
                               f"saved locally at {job.local}; training goes on and the copy is retried {retry}."
@@ -851,7 +858,8 @@ def copy_files(sources: Iterable[str | os.PathLike], folder: str | os.PathLike, 
     if root is not None:
         problem = mount_problem(root)
         if problem is not None:
-            return [], [f"{problem[1]}: nothing copied. {FAULTS[problem[0]][1]}"]
+            return [], [f"{problem[1]}. Nothing was copied (and no folder made under {root}); to fix: "
+                        f"{FAULTS[problem[0]][1]}"]
     writer = DriveWriter(stall_s=stall_s, verbose=verbose)
     todo = [f for f in files if not _same_file(f, folder / f.name)]
     why: dict[Path, str] = {}

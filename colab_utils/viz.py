@@ -2,6 +2,9 @@
 
 Everything here takes images as torch tensors in [-1, 1] (``[N, C, H, W]`` or ``[C, H, W]``), uint8 numpy
 arrays (``[N, H, W, 3]``, ``[H, W, 3]`` or ``[H, W]``) or PIL images, and knows nothing about models.
+
+Files are written to a temporary name and renamed (a reader never sees half a picture), and never into an
+unmounted Google Drive (:func:`colab_utils.drive.ensure_parent` raises instead of creating folders there).
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from colab_utils.data.synthetic import PARTS
+from colab_utils.drive import ensure_parent
 
 # One colour per entry of PARTS: background, hair, skin, brows, eyes, nose, mouth.
 PART_COLORS = np.array([
@@ -80,10 +84,30 @@ def _font() -> ImageFont.ImageFont:
 
 
 def image_grid(images, nrow: int = 8, padding: int = 2, pad_value=255, row_labels=None,
-               col_labels=None) -> Image.Image:
+               col_labels=None, title: str | None = None) -> Image.Image:
     """Tile images into one PIL image, ``nrow`` per row, ``padding`` pixels round every tile (so a grid of
     ``c`` columns and ``r`` rows of ``h x w`` tiles is ``c*w + (c+1)*padding`` wide and
-    ``r*h + (r+1)*padding`` high). ``row_labels``/``col_labels`` add a margin on the left/top with text."""
+    ``r*h + (r+1)*padding`` high). ``row_labels``/``col_labels`` add a margin on the left/top with text;
+    ``title`` a line of text above everything (e.g. the training step of a sample grid)."""
+    grid = _tiled(images, nrow, padding, pad_value, row_labels, col_labels)
+    return add_title(grid, title, pad_value) if title else grid
+
+
+def add_title(image: Image.Image, text: str, pad_value=255) -> Image.Image:
+    """``image`` with a band on top holding ``text`` (left-aligned), on the ``pad_value`` colour."""
+    font = _font()
+    fill = (pad_value,) * 3 if np.isscalar(pad_value) else tuple(pad_value)
+    box = ImageDraw.Draw(image).textbbox((0, 0), str(text), font=font)
+    band = box[3] - box[1] + 8
+    canvas = Image.new("RGB", (image.width, image.height + band), fill)
+    canvas.paste(image, (0, band))
+    ink = (0, 0, 0) if sum(fill) > 384 else (255, 255, 255)
+    ImageDraw.Draw(canvas).text((4, 4 - box[1]), str(text), fill=ink, font=font)
+    return canvas
+
+
+def _tiled(images, nrow: int, padding: int, pad_value, row_labels, col_labels) -> Image.Image:
+    """The grid of :func:`image_grid` without its title."""
     tiles = _as_list(images)
     if not tiles:
         raise ValueError("image_grid needs at least one image")
@@ -137,11 +161,21 @@ def _add_labels(image, rows, cols, h, w, padding, fill, row_labels, col_labels) 
     return canvas
 
 
+def _partial(path: Path) -> Path:
+    """A temporary name beside ``path`` with the same suffix (so writers still infer the format from it)."""
+    return path.with_name(f".{path.stem}.partial{path.suffix}")
+
+
 def save_grid(images, path: str | os.PathLike, nrow: int = 8, **kw) -> Path:
     """``image_grid(images, nrow, **kw)`` saved to ``path`` (format from the suffix). Returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image_grid(images, nrow=nrow, **kw).save(path)
+    path = ensure_parent(path)
+    grid = image_grid(images, nrow=nrow, **kw)
+    tmp = _partial(path)
+    try:
+        grid.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -179,8 +213,8 @@ def make_gif(frames, path: str | os.PathLike, fps: float = 10, max_side: int | N
         new = (max(1, round(w * k)), max(1, round(h * k)))
         arrays = [np.asarray(Image.fromarray(a).resize(new, Image.Resampling.LANCZOS)) for a in arrays]
     duration = max(20, 10 * round(100 / fps))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial.gif")
+    ensure_parent(path)
+    tmp = _partial(path)
     try:
         iio.imwrite(tmp, np.stack(arrays), extension=".gif", duration=duration, loop=0)
         os.replace(tmp, path)
@@ -233,9 +267,13 @@ def plot_curves(history: dict, path: str | os.PathLike | None = None, title: str
     if title:
         fig.suptitle(title)
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
+        path = ensure_parent(path)
+        tmp = _partial(path)
+        try:
+            fig.savefig(tmp, dpi=100)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
     return fig
 
 

@@ -54,7 +54,11 @@ def test_short_training_moves_colour_statistics_toward_the_data(faces32, tmp_pat
     first = sorted((tmp_path / "run" / "samples").glob("step-*.png"))
     assert [p.name for p in first] == ["step-000000000.png", "step-000000015.png", "step-000000030.png"]
     untrained = np.asarray(Image.open(first[0]))
-    assert untrained.shape == (2 + 34, 2 + 8 * 34, 3)  # one row of 8 tiles of 32 px, 2 px padding
+    band = untrained.shape[0] - (2 + 34)       # one row of 8 tiles of 32 px, 2 px padding, under a title line
+    assert untrained.shape[1:] == (2 + 8 * 34, 3) and 8 < band < 40
+    assert (untrained[:band] < 128).any() and (untrained[:band] == 255).mean() > 0.8   # dark text: the step
+    titled = [np.asarray(Image.open(p))[:band] for p in first]
+    assert not np.array_equal(titled[0], titled[1]) and not np.array_equal(titled[1], titled[2])
 
     torch.manual_seed(0)
     before = build_nets(config, "cpu").ema.module        # the same initial G average (seed 0)

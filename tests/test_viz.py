@@ -103,3 +103,14 @@ def test_show_outside_notebook_prints(capsys):
     show(torch.zeros(4, 3, 8, 8))
     out = capsys.readouterr().out
     assert "32x32" in out and "42x12" in out
+
+
+def test_image_grid_title_adds_a_band_of_text_above():
+    plain = image_grid(torch.zeros(2, 3, 16, 16), nrow=2)
+    titled = image_grid(torch.zeros(2, 3, 16, 16), nrow=2, title="step 8 (0.1 kimg)")
+    assert titled.width == plain.width and titled.height > plain.height
+    band = np.asarray(titled)[:titled.height - plain.height]
+    assert (band < 128).any() and (band == 255).mean() > 0.5           # black text on white
+    assert np.array_equal(np.asarray(titled)[titled.height - plain.height:], np.asarray(plain))
+    other = image_grid(torch.zeros(2, 3, 16, 16), nrow=2, title="step 16 (0.1 kimg)")
+    assert not np.array_equal(np.asarray(other), np.asarray(titled))

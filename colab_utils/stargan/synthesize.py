@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from colab_utils import viz
+from colab_utils.drive import ensure_parent
 
 from .fan import compute_masks
 from .model import Nets
@@ -153,10 +154,15 @@ def translate(nets: Nets, images: torch.Tensor, *, ref: torch.Tensor | None = No
 # ---------------------------------------------------------------------------------------------------------
 
 def _save(image, path):
+    """Save ``image`` to ``path`` (when given) through a temporary name, never into an unmounted Drive."""
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        image.save(path)
+        path = ensure_parent(path)
+        tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+        try:
+            image.save(tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
     return image
 
 

@@ -468,8 +468,8 @@ class SampleSheets:
     the background by ``writer``. A picture that cannot be written is warned about and never stops training."""
 
     def __init__(self, folder: Path, n: int, seed: int, writer: DriveWriter | None = None,
-                 drive: Path | None = None):
-        self.folder, self.n, self.seed = Path(folder), n, seed
+                 drive: Path | None = None, batch: int | None = None):
+        self.folder, self.n, self.seed, self.batch = Path(folder), n, seed, batch   # batch: kimg in the titles
         self.grids = self.folder / "samples"
         self.gif = self.folder / "progress.gif"
         self.curves = self.folder / "loss_curves.png"
@@ -483,7 +483,9 @@ class SampleSheets:
     def grid(self, step: int, G: Generator) -> Path | None:
         images = generate(G, self.n, seed=self.seed)
         path = self.grids / f"step-{step:09d}.png"
-        return self.writer.save(path, lambda p: viz.save_grid(images, p, nrow=min(8, self.n)), self._on_drive(path))
+        title = f"step {step:,}" + (f" ({step * self.batch / 1000:.1f} kimg)" if self.batch else "")
+        return self.writer.save(path, lambda p: viz.save_grid(images, p, nrow=min(8, self.n), title=title),
+                                self._on_drive(path))
 
     def progress_gif(self) -> Path | None:
         paths = sorted(self.grids.glob("step-*.png"))
@@ -604,7 +606,7 @@ def train(config: TrainConfig, data: Any = "synthetic", run_dir: str | os.PathLi
     to_drive = is_drive_path(out, config.drive_dir) and os.path.abspath(out) != os.path.abspath(run_dir)
     writer = DriveWriter.bounded(config.drive_wait_s, verbose=verbose) if dist.is_main else None
     sheets = SampleSheets(run_dir if to_drive else out, config.n_samples, config.sample_seed, writer=writer,
-                          drive=out if to_drive else None)
+                          drive=out if to_drive else None, batch=config.batch)
     from_disk = isinstance(dataset, ImageFolderDataset) and not _fits_in_memory(len(dataset), config.size)
     workers = config.workers if config.workers is not None else (2 if device.type == "cuda" and from_disk else 0)
 
