@@ -5,10 +5,12 @@ the Local Semantics of GANs", CVPR 2020.
 the per-layer contribution matrices M; ``edit``: the query q and the style blend; ``metrics``: CIELAB and the
 locality of an edit; ``transfer``: part and full-face transfer with cached style vectors, locality against the
 baselines; ``segmenter``: a small part segmenter for synthetic faces, face-parser hooks, naming clusters by
-overlap; ``generators``: which StyleGAN2 to edit (trained on synthetic faces, FFHQ, your own file).
+overlap; ``generators``: which StyleGAN2 to edit (trained on synthetic faces, FFHQ, your own file) and the
+segmenter shipped with the synthetic one; ``figures``: per-part transfer errors under an independent labeler.
 """
 from .catalog import Catalog, build_catalog, cluster_layer_name, style_layer_inputs
-from .generators import load_generator, synthetic_generator_path, tiny_generator
+from .generators import load_generator, load_segmenter, synthetic_generator_path, synthetic_segmenter_path, tiny_generator
+from .figures import FACIAL_PARTS, PartFigure, figures_table, part_transfer_figures
 from .edit import blend_styles, combine_queries, global_query, layer_query, part_contribution, query
 from .kmeans import SphericalKMeans, adjusted_rand_index
 from .metrics import EditLocality, edit_locality, locality_table, masked_mse, rgb_to_lab
@@ -19,7 +21,8 @@ from .transfer import (PartTransfer, Progression, face_styles, full_face_transfe
                        ordered_parts, progression_grid, seeded_w_plus)
 
 __all__ = [
-    "load_generator", "synthetic_generator_path", "tiny_generator",
+    "load_generator", "load_segmenter", "synthetic_generator_path", "synthetic_segmenter_path", "tiny_generator",
+    "FACIAL_PARTS", "PartFigure", "figures_table", "part_transfer_figures",
     "Catalog", "build_catalog", "cluster_layer_name", "style_layer_inputs",
     "blend_styles", "combine_queries", "global_query", "layer_query", "part_contribution", "query",
     "SphericalKMeans", "adjusted_rand_index",

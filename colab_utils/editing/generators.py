@@ -1,6 +1,7 @@
 """Which StyleGAN2 to edit: the small one trained on synthetic faces, FFHQ through the hub, or your own file.
 
     G, name = load_generator("synthetic")      # assets/stylegan2_synthetic_64.pt (64 px, trained by our trainer)
+    segmenter = load_segmenter()               # assets/part_segmenter_portrait_64.pt: names its catalog clusters
     G, name = load_generator("ffhq")           # NVIDIA's FFHQ config-f, 1024 px, via colab_utils.hub
     G, name = load_generator("/content/drive/MyDrive/colab_utils/runs/me/stylegan2.pt")   # rosinality format
 """
@@ -14,23 +15,50 @@ import torch
 from colab_utils import runtime
 
 SYNTHETIC_ASSET = "stylegan2_synthetic_64.pt"
+SEGMENTER_ASSET = "part_segmenter_portrait_64.pt"
+SYNTHETIC_PRESET = "portrait"   # the synthetic faces (colab_utils.data.synthetic) both were trained on
 REPOSITORY_ASSETS = Path(__file__).resolve().parents[2] / "assets"
-ASSET_URL = f"https://raw.githubusercontent.com/colab-utils/colab_utils/main/assets/{SYNTHETIC_ASSET}"
+ASSET_BASE_URL = "https://raw.githubusercontent.com/colab-utils/colab_utils/main/assets"
+ASSET_URL = f"{ASSET_BASE_URL}/{SYNTHETIC_ASSET}"
 FFHQ = "stylegan2_ffhq_config_f"
 
 
-def synthetic_generator_path(*, download: bool | None = None) -> Path | None:
-    """The generator trained on synthetic faces: ``assets/`` of a clone (or of the current folder); else,
-    when ``download`` (default: in Colab), fetched from the repository through ``colab_utils.hub``; else
-    None."""
+def _asset_path(name: str, download: bool | None) -> Path | None:
+    """``assets/<name>`` of a clone (or of the current folder); else, when ``download`` (default: in Colab),
+    fetched from the repository through ``colab_utils.hub``; else None."""
     for folder in (REPOSITORY_ASSETS, Path.cwd() / "assets"):
-        if (folder / SYNTHETIC_ASSET).is_file():
-            return folder / SYNTHETIC_ASSET
+        if (folder / name).is_file():
+            return folder / name
     if download if download is not None else runtime.in_colab():
         from colab_utils import hub
 
-        return Path(hub.download(ASSET_URL))
+        return Path(hub.download(f"{ASSET_BASE_URL}/{name}"))
     return None
+
+
+def synthetic_generator_path(*, download: bool | None = None) -> Path | None:
+    """The generator trained on synthetic faces (see :func:`_asset_path` for where it is looked for)."""
+    return _asset_path(SYNTHETIC_ASSET, download)
+
+
+def synthetic_segmenter_path(*, download: bool | None = None) -> Path | None:
+    """The part segmenter trained on the same synthetic faces (``tools/train_part_segmenter.py``)."""
+    return _asset_path(SEGMENTER_ASSET, download)
+
+
+def load_segmenter(*, fallback_steps: int | None = None, device: str | torch.device = "cpu"):
+    """The :class:`~colab_utils.editing.segmenter.PartSegmenter` that names the clusters of the synthetic
+    generator: the shipped file, or, when it cannot be found and ``fallback_steps`` is given, one trained now
+    for that many steps on the same faces (about a minute per 100 steps on a CPU)."""
+    from .segmenter import PartSegmenter, train_segmenter
+
+    path = synthetic_segmenter_path()
+    if path is not None:
+        return PartSegmenter.load(path, map_location=device)
+    if fallback_steps is None:
+        raise FileNotFoundError(f"{SEGMENTER_ASSET} is not in {REPOSITORY_ASSETS}: work from a clone of the "
+                                f"repository, or pass fallback_steps to train a segmenter")
+    return train_segmenter(1024, size=64, steps=fallback_steps, device=device, preset=SYNTHETIC_PRESET)
 
 
 def tiny_generator(size: int = 64, seed: int = 0):

@@ -1,0 +1,133 @@
+"""The figures that say whether part transfer works on a generator: does each part move, does the rest stay?
+
+Collins et al., "Editing in Style" (CVPR 2020, Sec. 4) judge a part transfer by two errors: inside the part
+the edited face should match the *reference*, outside it the *target*. :meth:`PartTransfer.locality` measures
+them under the catalog's own cluster maps; here the part is located by an independent labeler (the segmenter
+trained on the synthetic faces' exact label maps, or any face parser), so a catalog whose "eyes" cluster
+missed the eyes cannot grade itself well.
+
+For every part and every (target, reference) pair, with ``mask`` = the part in the target *or* the reference
+(by the labeler), in CIELAB:
+
+* ``inside_edit``: MSE of the edited face against the reference inside ``mask``;
+* ``inside_none``: the same for the unedited target (how far apart the two faces are there to begin with);
+* ``outside_edit``: MSE of the edited face against the target outside ``mask``.
+
+``reduction = 1 - inside_edit / inside_none`` is the share of the in-part error the edit removed (1: the part
+now looks like the reference's, 0: nothing moved); errors are averaged over the pairs first.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .catalog import Catalog
+from .metrics import edit_locality
+from .transfer import Face, PartTransfer
+
+FACIAL_PARTS: tuple[str, ...] = ("eyes", "brows", "nose", "mouth")
+
+
+@dataclass(frozen=True)
+class PartFigure:
+    """The errors of one part's transfer, averaged over ``pairs`` pairs (see the module docstring)."""
+
+    part: str
+    inside_edit: float
+    inside_none: float
+    outside_edit: float
+    part_fraction: float
+    pairs: int
+
+    @property
+    def reduction(self) -> float:
+        """Share of the in-part error to the reference that the edit removed."""
+        return 1.0 - self.inside_edit / self.inside_none if self.inside_none > 0 else float("nan")
+
+
+def _labels(labeler, images: torch.Tensor) -> torch.Tensor:
+    predict = getattr(labeler, "predict", None)
+    return torch.as_tensor(predict(images) if callable(predict) else labeler(images)).long().cpu()
+
+
+@torch.no_grad()
+def part_transfer_figures(G, catalog: Catalog, labeler: Callable[[torch.Tensor], torch.Tensor],
+                          pairs: Sequence[tuple[Face, Face]], *, parts: Iterable[str] = FACIAL_PARTS,
+                          part_names: Sequence[str] | None = None, strength: float = 1.0,
+                          **transfer_options) -> dict[str, PartFigure]:
+    """One :class:`PartFigure` per part: each part of the reference moved alone onto the target, for every
+    pair, located by ``labeler`` (a :class:`~colab_utils.editing.segmenter.PartSegmenter` or any callable
+    from images [B, 3, H, W] in [-1, 1] to label maps [B, H, W]) whose classes are ``part_names`` (default:
+    the labeler's ``part_names``, else :data:`colab_utils.data.synthetic.PARTS`). ``transfer_options`` go to
+    :class:`PartTransfer` (``rho``, ``epsilon``, ``truncation``). A pair where neither face shows the part is
+    skipped; a part no pair shows raises ValueError."""
+    from colab_utils.data.synthetic import PARTS
+
+    parts = list(parts)
+    if not pairs:
+        raise ValueError("part_transfer_figures: no pairs given")
+    names = list(part_names or getattr(labeler, "part_names", None) or PARTS)
+    missing = [p for p in parts if p not in names]
+    if missing:
+        raise ValueError(f"part_transfer_figures: the labeler knows no part {missing} (its parts: {names})")
+    rows: dict[str, list[tuple[float, float, float, float]]] = {p: [] for p in parts}
+    transfer = None
+    for target, reference in pairs:
+        if transfer is None:
+            transfer = PartTransfer(G, catalog, target, reference, **transfer_options)
+        else:
+            transfer.set_target(target)
+            transfer.set_reference(reference)
+        edits = [transfer.blend({part: strength}) for part in parts]
+        images = transfer.render([list(transfer.target_styles), list(transfer.reference_styles)] + edits)
+        target_img, reference_img = images[:1], images[1:2]
+        labels = _labels(labeler, images[:2])
+        for i, part in enumerate(parts):
+            mask = ((labels[0] == names.index(part)) | (labels[1] == names.index(part)))[None]
+            if not bool(mask.any()):
+                continue
+            edited = edit_locality(images[2 + i:3 + i], target_img, reference_img, mask)
+            untouched = edit_locality(target_img, target_img, reference_img, mask)
+            rows[part].append((edited.inside_vs_reference, untouched.inside_vs_reference, edited.outside_vs_target,
+                               edited.part_fraction))
+    out = {}
+    for part, values in rows.items():
+        if not values:
+            raise ValueError(f"part_transfer_figures: no pair shows the part {part!r}")
+        means = [sum(v[j] for v in values) / len(values) for j in range(4)]
+        out[part] = PartFigure(part, *means, pairs=len(values))
+    return out
+
+
+def figures_table(figures: dict[str, PartFigure]) -> str:
+    """A markdown table of :func:`part_transfer_figures`: one line per part."""
+    lines = ["| part | in-part error to reference, no edit | with the edit | fall | out-of-part change | "
+             "part area | pairs |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for f in figures.values():
+        lines.append(f"| {f.part} | {f.inside_none:.1f} | {f.inside_edit:.1f} | {100 * f.reduction:.0f}% | "
+                     f"{f.outside_edit:.2f} | {100 * f.part_fraction:.1f}% | {f.pairs} |")
+    return "\n".join(lines)
+
+
+# The settings the shipped generator is measured with (tests/test_editing_assets.py, bench/demo_figures.py).
+DEMO_CATALOG = {"n_samples": 200, "k": 18, "seed": 0, "truncation": 0.7, "layer_resolution": 32}
+DEMO_NAMING = {"n_samples": 32, "seed": 2, "truncation": 0.7}
+DEMO_PAIRS: tuple[tuple[int, int], ...] = tuple((2 * i, 2 * i + 1) for i in range(8))
+
+
+def demo_editing_figures(G, labeler, *, catalog_options: dict | None = None, pairs=DEMO_PAIRS,
+                         progress: bool = False, **transfer_options):
+    """Catalog, automatic naming and per-part transfer figures of ``G`` with the demo settings:
+    ``(catalog, naming, figures)`` (see :func:`~colab_utils.editing.catalog.build_catalog`,
+    :func:`~colab_utils.editing.segmenter.auto_name_clusters` and :func:`part_transfer_figures`; the facial
+    parts the namer did not find are left out of ``figures``)."""
+    from .catalog import build_catalog
+    from .segmenter import auto_name_clusters
+
+    catalog = build_catalog(G, **{**DEMO_CATALOG, **(catalog_options or {})}, progress=progress)
+    naming = auto_name_clusters(G, catalog, labeler, **DEMO_NAMING)
+    parts = [p for p in FACIAL_PARTS if p in catalog.parts]
+    figures = part_transfer_figures(G, catalog, labeler, pairs, parts=parts, **transfer_options) if parts else {}
+    return catalog, naming, figures

@@ -1,0 +1,123 @@
+"""Train the small StarGAN v2 demo model on two synthetic face domains, shipped as ``assets/stargan_v2_demo_32_nets_ema.ckpt``.
+
+    nice -n 10 python tools/train_stargan_demo.py --minutes 90            # start, or continue, a run
+    nice -n 10 python tools/train_stargan_demo.py --minutes 90 --fresh    # retrain from scratch
+
+Notebooks 04 and 05 need a trained StarGAN v2 in smoke mode, where nothing can be downloaded. This trains one
+with the project's own trainer (:mod:`colab_utils.stargan.train`, the official objective and schedule) on the
+CPU, on the two colour families of the synthetic ``"portrait"`` faces (:mod:`colab_utils.data.synthetic`):
+fair skin with blond hair against dark skin with dark hair, the background drawn alike in both, so a good
+translation recolours the face and hair and keeps pose, layout and background. Sizes are small (32 px, first
+convolution 16 channels, at most 64) and there is no FAN high-pass skip (``w_hpf=0``), so it runs without any
+download. The run is resumable: running the script again with the same ``--run-dir`` continues it for another
+``--minutes`` (the trainer keeps the data order, averages and optimizers). Every session ends with the
+trainer's official-format export (``<step>_nets_ema.ckpt``), which is copied to ``--out`` with a preview
+grid, and appends its settings and the step reached to ``training.json`` (copied beside the asset). The run
+folder lives outside the repository (by default under ``~/.cache/colab_utils_demo``).
+
+The figures the shipped asset reaches (domain colour distance, background change) are printed by
+``python bench/demo_figures.py``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from colab_utils.data.synthetic import STYLES, write_domain_folders  # noqa: E402
+from colab_utils.stargan.formats import load_official  # noqa: E402
+from colab_utils.stargan.synthesize import reference_grid  # noqa: E402
+from colab_utils.stargan.data import fixed_examples, load_domains  # noqa: E402
+from colab_utils.stargan.train import TrainConfig, train  # noqa: E402
+
+MAX_BYTES = 4_000_000
+PRESET = "portrait"
+N_TRAIN, N_VAL, DATA_SEED = 1500, 100, 0
+CONFIG = TrainConfig(
+    img_size=32, base_dim=16, max_conv_dim=64, hidden_dim=64, style_dim=16, latent_dim=16, w_hpf=0.0,
+    batch=8, lr=2e-4, f_lr=1e-5, lambda_ds=0.5, ds_iter=6000, total_iters=6000, precision="fp32",
+    crop_prob=0.0, workers=0, seed=777, sample_every=250, sample_per_domain=3, log_every=10,
+    checkpoint_minutes=3.0, keep_last=2,
+)
+DEFAULT_RUN = Path.home() / ".cache" / "colab_utils_demo" / "stargan_v2_demo_32"
+ASSET = REPO / "assets" / "stargan_v2_demo_32_nets_ema.ckpt"
+
+
+def domain_data(run_dir: Path) -> Path:
+    """The two domain folders (written once into the run folder, the same bytes on every machine)."""
+    root = run_dir / "data"
+    marker = root / "complete.json"
+    if not marker.is_file():
+        write_domain_folders(root, N_TRAIN, N_VAL, size=CONFIG.img_size, seed=DATA_SEED, domains=STYLES,
+                             preset=PRESET)
+        marker.write_text(json.dumps({"n_train": N_TRAIN, "n_val": N_VAL, "seed": DATA_SEED, "preset": PRESET}))
+    return root
+
+
+def record_session(run_dir: Path, entry: dict) -> Path:
+    """Append one session's settings and result to ``run_dir/training.json``; returns its path."""
+    path = run_dir / "training.json"
+    log = json.loads(path.read_text()) if path.is_file() else {"sessions": []}
+    log["config"] = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(CONFIG).items()}
+    log["data"] = {"preset": PRESET, "domains": list(STYLES), "n_train": N_TRAIN, "n_val": N_VAL, "seed": DATA_SEED}
+    log["sessions"].append(entry)
+    path.write_text(json.dumps(log, indent=2))
+    return path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=90.0, help="wall-clock budget of this session (default 90)")
+    parser.add_argument("--run-dir", type=Path, default=DEFAULT_RUN,
+                        help=f"checkpoint folder; an existing run there is continued (default {DEFAULT_RUN})")
+    parser.add_argument("--fresh", action="store_true", help="delete the run folder first and train from scratch")
+    parser.add_argument("--out", type=Path, default=ASSET, help="where the official-format nets_ema file is copied")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy machine)")
+    args = parser.parse_args(argv)
+
+    if args.fresh and args.run_dir.exists():
+        shutil.rmtree(args.run_dir)
+    args.run_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(args.threads)
+    config = dataclasses.replace(CONFIG, session_hours=args.minutes / 60.0)
+    root = domain_data(args.run_dir)
+    started = time.time()
+    result = train(config, root, args.run_dir / "run", device="cpu", progress=True)
+    minutes = (time.time() - started) / 60
+    if result.exported is None:
+        print("error: the run stopped before its first iteration; nothing to export", file=sys.stderr)
+        return 1
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(result.exported, args.out)
+    size = args.out.stat().st_size
+    nets, _ = load_official(args.out)                       # the path users take for official weights
+    val = load_domains(root, CONFIG.img_size, split="val", min_images=1, cache=False)
+    images, domains = fixed_examples(val, 4, seed=1)
+    preview = args.out.with_suffix(".png")
+    reference_grid(nets.eval(), images, images, domains, path=preview, progress=False)
+    log = record_session(args.run_dir, {"finished": time.strftime("%Y-%m-%d %H:%M:%S"), "minutes": round(minutes, 1),
+                                        "threads": args.threads, "step": result.step,
+                                        "kimg": round(result.step * CONFIG.batch / 1000, 1),
+                                        "stopped": result.stop_reason, "asset_bytes": size})
+    shutil.copyfile(log, args.out.with_suffix(".json"))
+    print(f"iteration {result.step} of {CONFIG.total_iters} ({minutes:.0f} min): wrote {args.out} "
+          f"({size / 1e6:.2f} MB), {preview} and {args.out.with_suffix('.json')}")
+    if size > MAX_BYTES:
+        print(f"error: {args.out} is {size} bytes, over the {MAX_BYTES} byte budget: use smaller widths",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
