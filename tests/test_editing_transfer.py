@@ -191,3 +191,14 @@ def test_mean_locality_skips_missing_values():
     assert (m.inside_vs_reference, m.outside_vs_target, m.part_fraction) == (1.0, 3.0, pytest.approx(0.2))
     with pytest.raises(ValueError, match="no reports"):
         mean_locality([])
+
+
+def test_background_is_listed_last_and_kept_out_of_the_default_progression(setup):
+    G, catalog = setup
+    named = Catalog(catalog.centers, catalog.M, catalog.layer_names, catalog.settings,
+                    parts={"background": [3], "mouth": [2], "eyes": [0]})
+    assert ordered_parts(named) == ["eyes", "mouth", "background"]
+    assert ordered_parts(named, include_global=False) == ["eyes", "mouth"]
+    transfer = PartTransfer(G, named, 5, 6, rho=0.05, epsilon=1.5)
+    assert transfer.progression().parts == ["eyes", "mouth"]            # it would swap the whole face
+    assert transfer.progression(["eyes", "background"]).parts == ["eyes", "background"]   # asked for: applied

@@ -37,6 +37,9 @@ DEFAULT_EPSILON = 16.0
 DEFAULT_TRUNCATION = 0.7
 # The order in which a full-face transfer applies parts it knows; other named parts follow in catalog order.
 PART_ORDER = ("eyes", "brows", "nose", "mouth", "skin", "hair", "background")
+# Parts whose edit changes the whole picture rather than one region (the background's channels also carry the
+# global colour and light of the face): left out of the default full-face progression, listed last elsewhere.
+GLOBAL_PARTS = ("background",)
 
 Face = int | torch.Tensor | Sequence[torch.Tensor]
 
@@ -107,9 +110,10 @@ def face_styles(G, face: Face, *, truncation: float = DEFAULT_TRUNCATION,
                     f"got {type(face).__name__}")
 
 
-def ordered_parts(catalog: Catalog, parts: Iterable[str] | None = None) -> list[str]:
+def ordered_parts(catalog: Catalog, parts: Iterable[str] | None = None, *, include_global: bool = True) -> list[str]:
     """The parts to apply: ``parts`` as given, or every named part of the catalog in ``PART_ORDER`` (parts
-    it does not know follow in the order they were named)."""
+    it does not know follow in the order they were named, and ``GLOBAL_PARTS`` come last, or not at all
+    without ``include_global``)."""
     if parts is not None:
         parts = list(parts)
         for p in parts:
@@ -120,8 +124,11 @@ def ordered_parts(catalog: Catalog, parts: Iterable[str] | None = None) -> list[
     if not catalog.parts:
         raise ValueError("the catalog has no named parts: name clusters first (catalog.set_parts or "
                          "segmenter.name_clusters)")
-    known = [p for p in PART_ORDER if p in catalog.parts]
-    return known + [p for p in catalog.parts if p not in known]
+    known = [p for p in PART_ORDER if p in catalog.parts and p not in GLOBAL_PARTS]
+    order = known + [p for p in catalog.parts if p not in known and p not in GLOBAL_PARTS]
+    if include_global:
+        order += [p for p in GLOBAL_PARTS if p in catalog.parts]
+    return order
 
 
 def _key(value) -> float | tuple | None:
@@ -280,8 +287,9 @@ class PartTransfer:
         return torch.cat(out)
 
     def progression(self, parts: Iterable[str] | None = None, strength: float = 1.0) -> Progression:
-        """The full-face transfer: every part in turn (cumulative) and all parts jointly, in one batch."""
-        parts = ordered_parts(self.catalog, parts)
+        """The full-face transfer: every part in turn (cumulative) and all parts jointly, in one batch. By
+        default every named part except ``GLOBAL_PARTS`` (the background), which would swap the whole face."""
+        parts = ordered_parts(self.catalog, parts, include_global=False)
         steps = self.sequence(parts, strength)
         joint = self.blend({p: strength for p in parts})
         images = self.render(steps + [joint, self.reference_styles])
