@@ -26,10 +26,10 @@ SMOKE = smoke_mode()
 WEIGHTS = "synthetic"     # "synthetic": our StyleGAN2 trained on synthetic faces (assets/stylegan2_synthetic_64.pt)
                           # "ffhq": NVIDIA's FFHQ config-f through colab_utils.hub (1024 px, ~380 MB download)
                           # or the path of a rosinality .pt, e.g. the export of notebook 01 on Drive
-N_SAMPLES = 24 if SMOKE else 200   # faces the catalog is built from
-K = 12 if SMOKE else 18            # clusters
+N_SAMPLES = 200                    # faces the catalog is built from (seconds on a CPU for the 64 px generator)
+K = 18                             # clusters
 TRUNCATION = 0.7
-SEGMENTER_STEPS = 120 if SMOKE else 400   # training steps of the part segmenter (synthetic generator only)
+SEGMENTER_STEPS = 120 if SMOKE else 400   # only when the shipped part segmenter is missing: train one this long
 PART_NAMES = None   # for FFHQ or your own generator: after looking at the heatmaps, e.g.
                     # {"eyes": [3, 11], "nose": [7], "mouth": [5], "hair": [0, 9], "skin": [2], "background": [4]}
 TARGET, REFERENCE = 0, 1           # seeds of the two faces
@@ -64,17 +64,17 @@ heatmaps = cluster_heatmap_grid(faces, cluster_maps, catalog.k)
 heatmaps.save(OUT / "cluster_heatmaps.png")
 viz.show(heatmaps)
 '''),
-    ("md", "For the synthetic generator a small segmenter, trained on the synthetic faces and their label maps (about "
-           "a minute on CPU), labels the generator's samples; each cluster is named after the part it overlaps best "
-           "(IoU). Otherwise use `PART_NAMES`, or the form below: pick a part per cluster, press the button, then "
-           "run the following cells."),
+    ("md", "For the synthetic generator a small segmenter, trained on the synthetic faces and their exact label maps "
+           "(`assets/part_segmenter_portrait_64.pt`, `tools/train_part_segmenter.py`), labels the generator's samples; "
+           "each cluster is named after the part it overlaps best (IoU). Otherwise use `PART_NAMES`, or the form below: "
+           "pick a part per cluster, press the button, then run the following cells."),
     ("code", '''
-from colab_utils.editing import auto_name_clusters, train_segmenter
+from colab_utils.editing import auto_name_clusters, load_segmenter
 from colab_utils.widgets import cluster_naming_form
 if PART_NAMES:
     catalog.set_parts(PART_NAMES)
 elif WEIGHTS == "synthetic":
-    segmenter = train_segmenter(steps=SEGMENTER_STEPS, seed=SEED)
+    segmenter = load_segmenter(fallback_steps=SEGMENTER_STEPS)
     naming = auto_name_clusters(G, catalog, segmenter, n_samples=16, seed=SEED + 2, truncation=TRUNCATION)
     print(naming.table())
 form = cluster_naming_form(catalog, thumbnails=cluster_heatmap_rows(faces, cluster_maps, catalog.k))
@@ -89,18 +89,21 @@ viz.show(named)
 folder = catalog.save((OUT if SMOKE else runtime.project_dir("catalogs")) / f"catalog_{G.size}px_k{catalog.k}")
 print("parts:", catalog.parts, "| saved to", folder)
 '''),
-    ("md", "## 3. Single-part edits\nEach row moves one part of the reference onto the target at strengths 0.5 and 1. "
-           "`rho` is the least share of a channel's activation that must fall inside the part; `epsilon` the "
-           "total share outside the part the chosen channels of a layer may have."),
+    ("md", "## 3. Single-part edits\nEach row moves one part of the reference onto the target at strengths 0.5 and 1: "
+           "facial features first, then skin and hair, and last the background, whose channels also carry the "
+           "picture's global colour (labelled *global*). `rho` is the least share of a channel's activation that "
+           "must fall inside the part; `epsilon` the total share outside the part the chosen channels of a layer "
+           "may have."),
     ("code", '''
 from colab_utils.editing import PartTransfer, ordered_parts
+from colab_utils.editing.transfer import GLOBAL_PARTS
 transfer = PartTransfer(G, catalog, TARGET, REFERENCE, truncation=TRUNCATION)
-parts = ordered_parts(catalog)   # facial features first, then the others
+parts = ordered_parts(catalog)   # facial features first, then the others, the background last
 rows = []
 for part in parts:
     rows.append(transfer.render([transfer.target_styles, transfer.blend({part: 0.5}), transfer.blend({part: 1.0}),
                                  transfer.reference_styles]))
-edits = viz.image_grid(rows, nrow=4, row_labels=parts,
+edits = viz.image_grid(rows, nrow=4, row_labels=[f"{p} (global)" if p in GLOBAL_PARTS else p for p in parts],
                        col_labels=["target", "0.5", "1.0", "reference"])
 edits.save(OUT / "single_part_edits.png")
 viz.show(edits)
