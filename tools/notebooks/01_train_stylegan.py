@@ -81,6 +81,33 @@ print("latest grid:", result.grid)
 viz.show(Image.open(result.grid))
 print("training progress GIF:", result.gif)
 '''),
+    ("md", "## What a longer run reaches\nThe 64 px generator shipped with the project "
+           "(`assets/stylegan2_synthetic_64.pt`), trained by `tools/train_synthetic_stylegan.py` with this same "
+           "trainer for about an hour and a half of CPU time on synthetic portraits, beside the samples of the run "
+           "above. Each row says how far its run went."),
+    ("code", '''
+import json
+import torch
+import torch.nn.functional as F
+from colab_utils.editing import synthetic_generator_path
+from colab_utils.stylegan2 import generate, load_rosinality
+
+shipped = synthetic_generator_path()
+if shipped is None:
+    print("the shipped generator is not here (work from a clone of the repository to see it)")
+else:
+    runs = json.loads(shipped.with_suffix(".json").read_text())["sessions"] if shipped.with_suffix(".json").is_file() else []
+    reached = f"step {runs[-1]['step']:,} ({runs[-1]['kimg']} kimg)" if runs else "trained"
+    G_shipped = load_rosinality(shipped, device=device).g_ema
+    ours = generate(result.g_ema, 8, seed=SEED)
+    theirs = generate(G_shipped, 8, seed=SEED)
+    ours = F.interpolate(ours, size=theirs.shape[-2:], mode="nearest")   # same tile size, pixels kept visible
+    side = viz.image_grid(torch.cat([ours, theirs]), nrow=8,
+                          row_labels=[f"this run: step {result.step:,} ({result.step * BATCH / 1000:g} kimg)",
+                                      f"shipped: {reached}"])
+    side.save(OUT / "this_run_vs_shipped.png")
+    viz.show(side)
+'''),
     ("code", '''
 print("loss curves:", result.curves)  # d, g: the two losses; real/fake: mean D logits; r1, pl: penalties; p: ADA
 viz.show(Image.open(result.curves))
