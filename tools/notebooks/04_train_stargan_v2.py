@@ -64,7 +64,8 @@ from colab_utils.stargan.data import domain_counts, fixed_examples, load_domains
 
 if DATA == "synthetic":
     DATA = write_domain_folders(Path("/content/data" if runtime.in_colab() else runtime.output_dir()) / "synthetic_domains",
-                                n_train=16 if SMOKE else 2000, n_val=4 if SMOKE else 50, size=IMG_SIZE, seed=0)
+                                n_train=16 if SMOKE else 2000, n_val=4 if SMOKE else 50, size=IMG_SIZE, seed=0,
+                                preset="portrait")
 train_set = load_domains(DATA, IMG_SIZE)
 print(train_set.root, domain_counts(train_set))
 examples, labels = fixed_examples(train_set, 4)
@@ -108,11 +109,14 @@ if curves.exists():
 '''),
     ("md", """## The official CelebA-HQ networks
 The released 256 px model (domains female and male, w_hpf=1) and its FAN, downloaded once to Drive
-(CC BY-NC 4.0: non-commercial use). Skipped in smoke mode and when offline; the trained model is used then."""),
+(CC BY-NC 4.0: non-commercial use). Skipped in smoke mode and when offline. Smoke mode uses the demo model
+shipped with the project instead (`assets/stargan_v2_demo_32_nets_ema.ckpt`, loaded like the official files), so
+the grids show a real translation; without either, the model trained above."""),
     ("code", '''
 from colab_utils.stargan import load_official
+from colab_utils.stargan.demo import DEMO_NOTE, demo_faces, demo_model_path, load_demo
 
-official = None
+official = demo = None
 if SMOKE or not USE_OFFICIAL:
     print("skipping the official CelebA-HQ download (SMOKE mode or USE_OFFICIAL = False): the grids use the model "
           "trained above")
@@ -124,7 +128,10 @@ else:
         print(official_config)
     except (hub.DownloadError, OSError) as err:
         print(f"Could not download the official weights (offline, or the source moved): {err}; using the trained model")
-model = official if official is not None else result.nets
+if official is None and SMOKE and demo_model_path() is not None:
+    demo = load_demo(device=device)   # an official-format file: the loader of the CelebA-HQ networks reads it
+    print("smoke mode:", DEMO_NOTE)
+model = official if official is not None else demo if demo is not None else result.nets
 size = model.generator.img_size
 '''),
     ("md", """## Your photos, aligned like CelebA-HQ
@@ -178,6 +185,11 @@ refs_x, refs_y = fixed_examples(refs, 3)
 ref_domains = torch.tensor([model.domains.index(refs.domains[int(d)]) for d in refs_y])
 sources = ImageFolderDataset(aligned_dir, size)
 src = torch.stack([sources[i] for i in range(min(len(sources), 6))])
+if demo is not None:   # the demo knows synthetic faces only: translate faces of its two domains, never seen in training
+    src = torch.cat([demo_faces(3, d, size, seed=1)[0] for d in range(2)])
+    refs_x = torch.cat([demo_faces(2, d, size, seed=2)[0] for d in range(2)])
+    ref_domains = torch.tensor([0, 0, 1, 1])
+    print("sources and references: synthetic faces of the demo's domains", model.domains)
 grid = reference_grid(model, src, refs_x, ref_domains, path=OUT / "reference_grid.png")
 viz.show(grid)
 '''),
