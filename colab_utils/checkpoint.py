@@ -27,15 +27,12 @@ a run, a SIGTERM stop or a read of Drive for longer than a bounded time.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import enum
 import errno
 import hashlib
 import json
 import math
 import os
-import pickle
 import random
 import re
 import secrets
@@ -46,7 +43,6 @@ import threading
 import time
 import warnings
 import zipfile
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -57,40 +53,24 @@ import torch
 
 from colab_utils.drive import DriveWriter
 from colab_utils import runtime
+from colab_utils.loading import (SAFE_GLOBALS, CheckpointCorruptError, CheckpointError, CheckpointMismatchError,
+                                 UnsafeCheckpointError, compare_state_dicts, identify, plain, safe_load)
 
 FORMAT = "colab_utils.checkpoint/1"
 _CHUNK = 8 << 20
-# The only globals (besides torch's own defaults) we let torch.load rebuild: rosinality StyleGAN2 training
-# checkpoints store their arguments as an argparse.Namespace, which holds plain values and runs no code.
-SAFE_GLOBALS: tuple[type, ...] = (argparse.Namespace,)
+# Loading lives in colab_utils.loading; these names stay importable from here.
+__all__ = ["FORMAT", "SAFE_GLOBALS", "CheckpointCorruptError", "CheckpointError", "CheckpointManager",
+           "CheckpointMismatchError", "CheckpointSaveError", "CheckpointWarning", "ResumableSampler",
+           "UnsafeCheckpointError", "capture_rng_state", "infinite_batches", "plain", "restore_rng_state",
+           "safe_load", "sha256_file"]
 
 
 class CheckpointWarning(UserWarning):
     """A checkpoint was skipped (damaged, incomplete) or a Drive copy failed; training data is intact."""
 
 
-class CheckpointMismatchError(RuntimeError):
-    """The checkpoint does not fit the objects being restored: lists what is missing, unexpected or misshapen."""
-
-    def __init__(self, message: str, *, path: Path | None = None, missing: list | None = None,
-                 unexpected: list | None = None, mismatched: list | None = None):
-        super().__init__(message)
-        self.path = path
-        self.missing = missing or []
-        self.unexpected = unexpected or []
-        self.mismatched = mismatched or []
-
-
 class CheckpointSaveError(RuntimeError):
     """A checkpoint could not be written (disk full, I/O error); the previous checkpoint is untouched."""
-
-
-class CheckpointCorruptError(RuntimeError):
-    """A file is not a readable PyTorch checkpoint (truncated, damaged or not a checkpoint at all)."""
-
-
-class UnsafeCheckpointError(RuntimeError):
-    """A file would need arbitrary unpickling (code execution) to load; we refuse it."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -305,85 +285,6 @@ def restore_rng_state(state: Mapping) -> None:
                           stacklevel=2)
         for device, rng in enumerate(saved_cuda[:count]):
             torch.cuda.set_rng_state(rng.cpu(), device)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Safe loading and plain-typed saving
-# ---------------------------------------------------------------------------------------------------------
-
-def safe_load(path: str | os.PathLike, map_location: Any = "cpu", *, mmap: bool = False) -> Any:
-    """``torch.load(path, weights_only=True)`` allowing only :data:`SAFE_GLOBALS` beyond torch's defaults.
-
-    Raises :class:`UnsafeCheckpointError` for a file that needs arbitrary unpickling (it could run code),
-    :class:`CheckpointCorruptError` for a damaged or foreign file, FileNotFoundError for a missing one.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    serialization = torch.serialization
-    try:
-        if hasattr(serialization, "safe_globals"):
-            with serialization.safe_globals(list(SAFE_GLOBALS)):
-                return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-        if hasattr(serialization, "add_safe_globals"):
-            serialization.add_safe_globals(list(SAFE_GLOBALS))
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as err:
-        detail = next((line.strip() for line in str(err).splitlines() if "Unsupported global" in line), None)
-        if detail is None:  # not a forbidden class but bytes that are no pickle at all
-            raise CheckpointCorruptError(f"{path} is not a readable PyTorch checkpoint (damaged, or not a "
-                                         f"checkpoint)") from None
-        detail = detail.replace("WeightsUnpickler error: ", "")
-        raise UnsafeCheckpointError(
-            f"{path} needs arbitrary unpickling to load (it stores Python objects that are not tensors or plain "
-            f"values), which could run code, so it is refused. {detail.split('. Please use')[0]}. Only load "
-            f"it with torch.load(weights_only=False) if you trust where it came from, then save its tensors "
-            f"as plain state_dicts.") from None
-    except (OSError, MemoryError):
-        raise
-    except Exception as err:  # torch reports truncated or foreign files with many exception types
-        raise CheckpointCorruptError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: "
-                                     f"{str(err).strip().splitlines()[0] if str(err).strip() else ''})") from None
-
-
-def plain(obj: Any, where: str = "value") -> Any:
-    """``obj`` as types that load with ``weights_only=True``: tensors, numbers, strings, None, dicts, lists,
-    tuples. NumPy values become tensors or numbers, paths strings, dataclasses and Namespaces dicts, enums
-    their value; anything else raises TypeError naming where it was found."""
-    if obj is None or type(obj) in (bool, int, float, str, bytes) or isinstance(obj, (torch.Tensor, torch.dtype)):
-        return obj
-    if isinstance(obj, enum.Enum):
-        return plain(obj.value, where)
-    for base in (bool, int, float, str, bytes):  # subclasses (torch's TorchVersion is a str) pickle by class
-        if isinstance(obj, base):
-            return base(obj)
-    if isinstance(obj, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(obj).copy())
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, torch.device):
-        return str(obj)
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: plain(getattr(obj, f.name), f"{where}.{f.name}") for f in dataclasses.fields(obj)}
-    if isinstance(obj, argparse.Namespace):
-        return plain(vars(obj), where)
-    if isinstance(obj, Mapping):
-        out = OrderedDict() if isinstance(obj, OrderedDict) else {}
-        for key, value in obj.items():
-            out[plain(key, f"{where} key")] = plain(value, f"{where}[{key!r}]")
-        metadata = getattr(obj, "_metadata", None)  # nn.Module state_dict version info
-        if metadata is not None and isinstance(out, OrderedDict):
-            out._metadata = metadata
-        return out
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        items = sorted(obj, key=repr) if isinstance(obj, (set, frozenset)) else obj
-        values = [plain(v, f"{where}[{i}]") for i, v in enumerate(items)]
-        return tuple(values) if isinstance(obj, tuple) else values
-    raise TypeError(f"cannot store {where} (a {type(obj).__module__}.{type(obj).__qualname__}) in a checkpoint: "
-                    f"only tensors, numbers, strings, None, lists, tuples and dicts load safely; convert it "
-                    f"(e.g. to a dict or a tensor) first")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -923,7 +824,9 @@ class CheckpointManager:
 
         Returns ``{"step", "extra", "elapsed", "config", "path"}``, or None when there is no checkpoint.
         Raises :class:`CheckpointMismatchError` when the checkpoint does not fit ``objects`` (nothing is
-        loaded then), :class:`UnsafeCheckpointError` for a file that would need arbitrary unpickling."""
+        loaded then). A ``path`` that is unsafe or damaged raises :class:`UnsafeCheckpointError` or
+        :class:`CheckpointCorruptError`; such a file found in the run folders is skipped with a warning that
+        says which it is, and the next older checkpoint is used."""
         payload, source = None, None
         if path is not None:
             source = Path(path)
@@ -933,15 +836,17 @@ class CheckpointManager:
                 try:
                     payload, source = safe_load(entry.path, map_location), entry.path
                     break
-                except CheckpointCorruptError as err:
+                except (CheckpointCorruptError, UnsafeCheckpointError) as err:
                     self._warn_skip(entry, str(err))
             if payload is None:
                 self._where_we_stand()
+            what = identify(payload)
                 return None
         if not isinstance(payload, Mapping) or payload.get("format") != FORMAT:
             found = payload.get("format") if isinstance(payload, Mapping) else type(payload).__name__
             raise CheckpointMismatchError(f"{source} is not a colab_utils training checkpoint (format {found!r}, "
-                                          f"expected {FORMAT!r}); load model weights with their own loader",
+                                          f"expected {FORMAT!r})" + (f": it is {what}" if what else
+                                                                     "; load model weights with their own loader"),
                                           path=source)
         self._load_objects(objects, payload, source, strict)
         if restore_rng:
@@ -969,25 +874,14 @@ class CheckpointManager:
             current = obj.state_dict()
             if not (_is_tensor_dict(current) and _is_tensor_dict(saved[name])):
                 continue
-            for key in current.keys() & saved[name].keys():
-                a, b = tuple(saved[name][key].shape), tuple(current[key].shape)
-                if a != b:
-                    mismatched.append((name, key, a, b))
-            absent = [k for k in current if k not in saved[name]]
-            extra = [k for k in saved[name] if k not in current]
-            if strict:
-                missing_keys += [(name, k) for k in absent]
-                unexpected_keys += [(name, k) for k in extra]
-        for name, key, a, b in mismatched:
-            lines.append(f"  {name}: shape mismatch for '{key}': checkpoint {a} vs now {b}")
-        for label, pairs in (("missing keys (in the model, not the checkpoint)", missing_keys),
-                             ("unexpected keys (in the checkpoint, not the model)", unexpected_keys)):
-            by_object: dict[str, list[str]] = {}
-            for name, key in pairs:
-                by_object.setdefault(name, []).append(key)
-            for name, keys in by_object.items():
-                more = f" (+{len(keys) - 8} more)" if len(keys) > 8 else ""
-                lines.append(f"  {name}: {label}: {keys[:8]}{more}")
+            report = compare_state_dicts(current, saved[name])
+            if not strict:  # keys may come and go; shapes must still agree
+                report = dataclasses.replace(report, missing=[], unexpected=[])
+            if report:
+                lines.append(f"  {name}: {report.describe(8)}")
+            mismatched += [(name, key, found, expected) for key, found, expected in report.mismatched]
+            missing_keys += [(name, k) for k in report.missing]
+            unexpected_keys += [(name, k) for k in report.unexpected]
         if missing and strict:
             lines.insert(0, f"  objects missing from the checkpoint: {missing} (it holds {sorted(saved)})")
         elif missing:

@@ -300,8 +300,8 @@ def test_mismatched_architecture_lists_keys_and_shapes_and_loads_nothing(tmp_pat
     with pytest.raises(CheckpointMismatchError) as caught:
         manager(tmp_path).restore({"model": other, "opt": torch.optim.Adam(other.parameters())})
     message = str(caught.value)
-    assert "shape mismatch for '0.weight': checkpoint (8, 4) vs now (16, 4)" in message
-    assert "missing keys" in message and "2.weight" in message
+    assert "model: missing keys (2): ['2.weight', '2.bias']" in message
+    assert "shape mismatches (3): ['0.weight: file (8, 4) vs model (16, 4)'," in message
     assert "objects missing from the checkpoint: ['opt']" in message
     assert ("model", "0.weight", (8, 4), (16, 4)) in caught.value.mismatched
     assert_same(other.state_dict(), before)

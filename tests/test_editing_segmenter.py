@@ -15,6 +15,7 @@ from colab_utils.editing import (Catalog, ParserLabeler, PartSegmenter, PartTran
                                  mean_locality, name_clusters, part_iou, synthetic_generator_path, train_segmenter)
 from colab_utils.editing.generators import SYNTHETIC_ASSET
 from colab_utils.editing.segmenter import CELEBAMASK_HQ_CLASSES
+from colab_utils.loading import CheckpointMismatchError
 
 ASSET = synthetic_generator_path(download=False)
 EYES, HAIR, BACKGROUND = PARTS.index("eyes"), PARTS.index("hair"), PARTS.index("background")
@@ -43,9 +44,16 @@ def test_segmenter_labels_synthetic_faces(segmenter, tmp_path):
     assert torch.equal(segmenter.predict(as_float), pred[:4])
     loaded = PartSegmenter.load(segmenter.save(tmp_path / "seg.pt"))
     assert torch.equal(loaded.predict(images[:4]), pred[:4])
-    with pytest.raises(ValueError, match="not a file written by"):
-        torch.save({"x": 1}, tmp_path / "bad.pt")
+    torch.save({"x": 1}, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointMismatchError, match="not a file written by"):
         PartSegmenter.load(tmp_path / "bad.pt")
+    other = segmenter.state_dict()
+    other["head.weight"] = other["head.weight"][:2]
+    torch.save({"state_dict": other, "part_names": list(segmenter.part_names), "width": segmenter.width,
+                "size": segmenter.size}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointMismatchError, match=r"other\.pt: the weights do not fit .*shape mismatches \(1\): "
+                                                      r"\['head\.weight: file \(2, "):
+        PartSegmenter.load(tmp_path / "other.pt")
 
 
 def test_part_iou_by_hand():

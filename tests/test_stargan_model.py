@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from colab_utils.stargan import (FAN, Discriminator, Generator, StarGANConfig, StarGANFormatError, build_nets,
-                                 compute_masks, export_official, face_masks, heatmap_peaks, infer_config, load_fan,
+from colab_utils.stargan import (FAN, Discriminator, FANRequiredError, Generator, StarGANConfig, StarGANFormatError,
+                                 build_nets, compute_masks, export_official, face_masks, heatmap_peaks, infer_config, load_fan,
                                  load_official)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -157,18 +157,18 @@ def test_mismatches_name_the_file_and_the_keys(tmp_path):
     del raw["style_encoder"]["unshared.1.bias"]
     path = tmp_path / "broken_nets_ema.ckpt"
     torch.save(raw, path)
-    with pytest.raises(StarGANFormatError, match=r"broken_nets_ema\.ckpt: style_encoder .*missing keys "
+    with pytest.raises(StarGANFormatError, match=r"broken_nets_ema\.ckpt: style_encoder .*missing keys \(1\): "
                                                  r"\['unshared\.1\.bias'\]"):
         load_official(path)
     raw = load_raw(ema)
     raw["generator"]["extra.weight"] = torch.zeros(1)
     torch.save(raw, path)
-    with pytest.raises(StarGANFormatError, match=r"generator .*unexpected keys \['extra\.weight'\]"):
+    with pytest.raises(StarGANFormatError, match=r"generator .*unexpected keys \(1\): \['extra\.weight'\]"):
         load_official(path)
     raw = load_raw(ema)
     raw["generator"]["to_rgb.2.weight"] = torch.zeros(3, 65, 1, 1)
     torch.save(raw, path)
-    with pytest.raises(StarGANFormatError, match=r"shape mismatches \['to_rgb\.2\.weight \(3, 65, 1, 1\)"):
+    with pytest.raises(StarGANFormatError, match=r"shape mismatches \(1\): \['to_rgb\.2\.weight: file \(3, 65, 1, 1\) vs model"):
         load_official(path)
     with pytest.raises(StarGANFormatError, match=r"nets_D\.ckpt.*no \['generator', 'mapping_network'"):
         load_official(disc)
@@ -182,14 +182,15 @@ def test_mismatches_name_the_file_and_the_keys(tmp_path):
         load_official(tmp_path / "nowhere.ckpt")
 
 
-def test_missing_fan_warns_and_fan_path_accepts_wing_ckpt(tmp_path):
+def test_missing_fan_is_an_error_unless_asked_and_fan_path_accepts_wing_ckpt(tmp_path):
     ema, _, io_path = fixture_paths("whpf1")
     need(ema, io_path)
     raw = load_raw(ema)
     fan_sd = raw.pop("fan")
-    with pytest.warns(UserWarning, match="no FAN weights"):
-        nets, _ = load_official(dict(raw))
-    assert nets.fan is None and compute_masks(nets.fan, torch.zeros(1, 3, 256, 256)) is None
+    with pytest.raises(FANRequiredError, match=r"w_hpf=1: .*no FAN weights were given.*without_masks=True"):
+        load_official(dict(raw))
+    nets, _ = load_official(dict(raw), without_masks=True)
+    assert nets.fan is None and nets.without_masks and compute_masks(nets.fan, torch.zeros(1, 3, 256, 256)) is None
     # wing.ckpt: {"state_dict": ...} of the 4-hourglass Adaptive Wing model; later stacks are ignored
     wing = {"state_dict": {**fan_sd, "m1.coordconv.conv.weight": torch.zeros(1), "l3.bias": torch.zeros(99),
                            "bl0.weight": torch.zeros(1), "al2.bias": torch.zeros(1)}}
@@ -200,7 +201,8 @@ def test_missing_fan_warns_and_fan_path_accepts_wing_ckpt(tmp_path):
     assert max_err(masks[0], io["masks"][0]) < TOL and max_err(masks[1], io["masks"][1]) < TOL
     wing["state_dict"]["conv1.conv.weight"] = torch.zeros(64, 5, 7, 7)
     torch.save(wing, tmp_path / "wing.ckpt")
-    with pytest.raises(ValueError, match=r"wing\.ckpt.*conv1\.conv\.weight \(64, 5, 7, 7\)"):
+    with pytest.raises(ValueError, match=r"wing\.ckpt.*conv1\.conv\.weight: file \(64, 5, 7, 7\) vs model "
+                                         r"\(64, 6, 7, 7\)"):
         load_fan(tmp_path / "wing.ckpt")
 
 

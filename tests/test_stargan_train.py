@@ -13,6 +13,7 @@ from colab_utils import viz
 from colab_utils.data.synthetic import write_domain_folders
 from colab_utils.stargan import __main__ as cli
 from colab_utils.stargan import data as sdata
+from colab_utils.stargan.fan import FANRequiredError
 from colab_utils.stargan.formats import load_official
 from colab_utils.stargan.synthesize import (interpolation_frames, latent_grid, load_nets, reference_grid,
                                             style_codes, translate)
@@ -294,7 +295,7 @@ def test_translate_api(tiny_nets):
         translate(nets, x, domain=2, seed=0)
 
 
-def test_translate_with_the_high_pass_skip_uses_masks_or_warns():
+def test_translate_with_the_high_pass_skip_needs_masks_unless_asked_not_to():
     torch.manual_seed(0)
     state = build_state(TrainConfig(**{**TINY, "w_hpf": 1.0}), 2, "cpu", fan=_StubFAN())
     nets = state.ema_nets().eval()
@@ -302,8 +303,10 @@ def test_translate_with_the_high_pass_skip_uses_masks_or_warns():
     with_masks = translate(nets, x, domain=0, seed=0)
     assert len(nets.fan.seen) == 1
     del nets["fan"]
-    with pytest.warns(UserWarning, match="no FAN"):
-        without = translate(nets, x, domain=0, seed=0)
+    with pytest.raises(FANRequiredError, match=r"w_hpf=1\.0: .*no FAN weights.*without_masks=True"):
+        translate(nets, x, domain=0, seed=0)
+    nets.without_masks = True  # the explicit choice: the generator runs without face masks
+    without = translate(nets, x, domain=0, seed=0)
     assert not torch.allclose(with_masks, without)
 
 

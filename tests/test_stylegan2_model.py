@@ -12,6 +12,7 @@ import torch
 from colab_utils.stylegan2 import (Discriminator, Generator, StyleGANFormatError, export_rosinality, generate,
                                    infer_config, load_rosinality, mixing_latents, save_interpolation,
                                    style_mixing_grid)
+from colab_utils.loading import CheckpointCorruptError
 from colab_utils.stylegan2 import formats
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -179,7 +180,7 @@ def test_mismatched_state_dict_lists_missing_unexpected_and_shapes(tmp_path):
 def test_not_a_checkpoint_and_missing_networks(tmp_path):
     junk = tmp_path / "notes.pt"
     junk.write_text("hello")
-    with pytest.raises(StyleGANFormatError, match="notes.pt"):
+    with pytest.raises(CheckpointCorruptError, match="notes.pt is damaged or not a PyTorch checkpoint"):
         load_rosinality(junk)
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         load_rosinality(tmp_path / "nope.pt")

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from colab_utils.loading import CheckpointMismatchError, identify, safe_load
+
 from .edit import combine_queries, query
 from .kmeans import SphericalKMeans
 
@@ -234,7 +236,7 @@ class Catalog:
 
     @classmethod
     def load(cls, path_dir: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> "Catalog":
-        """Read a catalog written by :meth:`save` (tensors with ``weights_only=True``)."""
+        """Read a catalog written by :meth:`save` (tensors through :func:`colab_utils.loading.safe_load`)."""
         folder = Path(path_dir)
         pt, js = folder / TENSORS_FILE, folder / SETTINGS_FILE
         for path in (pt, js):
@@ -251,12 +253,11 @@ class Catalog:
         if meta["format_version"] != FORMAT_VERSION:
             raise ValueError(f"Catalog.load: {js} has format version {meta['format_version']}, "
                              f"this code reads version {FORMAT_VERSION}")
-        try:
-            tensors = torch.load(pt, map_location=map_location, weights_only=True)
-        except Exception as err:  # a truncated or foreign file: say which one
-            raise ValueError(f"Catalog.load: cannot read {pt} ({err})") from err
+        tensors = safe_load(pt, map_location)  # unsafe or damaged files are refused, named
         if not isinstance(tensors, dict) or not {"centers", "M", "cluster_area"} <= set(tensors):
-            raise ValueError(f"Catalog.load: {pt} does not hold centers, M and cluster_area")
+            what = identify(tensors)
+            raise CheckpointMismatchError(f"Catalog.load: {pt} does not hold centers, M and cluster_area"
+                                          + (f": it is {what}" if what else ""), path=pt)
         channels = [int(m.shape[1]) for m in tensors["M"]]
         if channels != meta["layer_channels"] or len(tensors["M"]) != len(meta["layer_names"]):
             raise ValueError(f"Catalog.load: the matrices in {pt} do not match the layers listed in {js}")

@@ -31,6 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from colab_utils.data.synthetic import PARTS, make_faces
+from colab_utils.loading import CheckpointMismatchError, compare_state_dicts, identify, safe_load
 from colab_utils.viz import image_grid, to_uint8
 
 from .catalog import Catalog
@@ -145,13 +146,22 @@ class PartSegmenter(nn.Module):
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> "PartSegmenter":
+        """Read a segmenter written by :meth:`save` (through :func:`colab_utils.loading.safe_load`: an unsafe
+        or damaged file is refused, a file of another model is named)."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"PartSegmenter.load: {path} does not exist")
-        blob = torch.load(path, map_location=map_location, weights_only=True)
+        blob = safe_load(path, map_location)
         if not isinstance(blob, dict) or not {"state_dict", "part_names", "width", "size"} <= set(blob):
-            raise ValueError(f"PartSegmenter.load: {path} is not a file written by PartSegmenter.save")
+            what = identify(blob)
+            raise CheckpointMismatchError(f"PartSegmenter.load: {path} is not a file written by PartSegmenter.save"
+                                          + (f": it is {what}" if what else ""), path=path)
         net = cls(blob["part_names"], width=blob["width"], size=blob["size"])
+        report = compare_state_dicts(net, blob["state_dict"]) if isinstance(blob["state_dict"], dict) else None
+        if report is None or report:
+            raise CheckpointMismatchError(f"PartSegmenter.load: {path}: the weights do not fit a PartSegmenter of "
+                                          f"width {blob['width']} and {len(blob['part_names'])} parts: "
+                                          + (report.describe() if report else "no state_dict"), path=path)
         net.load_state_dict(blob["state_dict"])
         return net.eval()
 

@@ -152,8 +152,10 @@ def _loader(dataset, batch_size: int, workers: int):
         images = [item[0] if isinstance(item, (tuple, list)) else item for item in items]
         return torch.stack(images)
 
+    # Its own generator: a DataLoader otherwise draws its workers' base seed from the global random state,
+    # which would shift a training run that computes statistics right after resuming.
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                                       collate_fn=collate)
+                                       collate_fn=collate, generator=torch.Generator().manual_seed(0))
 
 
 def real_statistics(dataset, extractor, *, cache_dir: str | os.PathLike | None = None, resolution: int | None = None,

@@ -31,7 +31,7 @@ INCEPTION_HUB_NAME = "inception_v3_fid"
 INCEPTION_NAME = "inception-v3-tf-2015-12-05-pool3"
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(hub.DownloadError):
     """A metric's pretrained weights could not be fetched (offline, or the source moved)."""
 
 

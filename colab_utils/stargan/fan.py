@@ -17,6 +17,7 @@ face, ``masks[1]`` without the face line, eyebrows and mouth.
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Mapping
@@ -24,6 +25,8 @@ from typing import Mapping
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from colab_utils.loading import CheckpointMismatchError, compare_state_dicts, identify, safe_load
 
 FAN_INPUT_SIZE = 256
 HEATMAP_SIZE = 64
@@ -276,8 +279,22 @@ _LATER_STACKS = re.compile(r"^(m[1-9]\d*|top_m_[1-9]\d*|conv_last[1-9]\d*|bn_end
 _SHOW = 10
 
 
-class FANFormatError(ValueError):
+class FANFormatError(CheckpointMismatchError, ValueError):
     """A FAN weight file or state dict that does not fit the network; the message says what and where."""
+
+
+class FANRequiredError(ValueError):
+    """A StarGAN v2 model with the high-pass skip (``w_hpf > 0``) was asked to translate without FAN weights
+    and without ``without_masks=True``."""
+
+
+def fan_required_message(where: str, w_hpf: float) -> str:
+    """The one explanation of :class:`FANRequiredError`, for loaders and translation alike."""
+    return (f"{where}: this StarGAN v2 model has w_hpf={w_hpf}: the official model keeps the source's facial "
+            f"details through FAN face masks, and no FAN weights were given. Pass the FAN weights (fan_path= / "
+            f"--fan wing.ckpt; colab_utils.hub.download('stargan_v2_wing') fetches them), or ask to translate "
+            f"without face masks (without_masks=True / --no-masks; a different function from the official "
+            f"model, which keeps identity less well)")
 
 
 def strip_module_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -288,50 +305,40 @@ def strip_module_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tor
 def fan_state_dict(obj, name: str = "<dict>") -> dict[str, torch.Tensor]:
     """The FAN state dict inside ``obj``: a ``wing.ckpt`` dict (``{"state_dict": ...}``), a ``nets_ema``
     dict (``{"fan": ...}``) or a state dict itself."""
+    original = obj
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     elif isinstance(obj, Mapping) and "fan" in obj and isinstance(obj["fan"], Mapping):
         obj = obj["fan"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        what = identify(original)
         raise FANFormatError(f"{name}: not FAN weights (expected wing.ckpt's {{'state_dict': ...}}, a nets_ema "
-                             f"file with a 'fan' entry, or a state dict of tensors)")
+                             f"file with a 'fan' entry, or a state dict of tensors)" + (f": it is {what}" if what else ""))
     return strip_module_prefix(obj)
 
 
 def load_fan_weights(fan: FAN, state_dict: Mapping[str, torch.Tensor], name: str = "<dict>") -> FAN:
     """Copy ``state_dict`` into ``fan``; extra hourglass stacks of the 4-stack Adaptive Wing model are
     ignored, anything else that does not match raises :class:`FANFormatError` naming ``name``."""
-    own = fan.state_dict()
-    extra = [k for k in state_dict if k not in own and not _LATER_STACKS.match(k)]
-    missing = [k for k in own if k not in state_dict]
-    wrong = [f"{k} {tuple(state_dict[k].shape)} (expected {tuple(v.shape)})"
-             for k, v in own.items() if k in state_dict and state_dict[k].shape != v.shape]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys {missing[:_SHOW]}")
-    if extra:
-        problems.append(f"{len(extra)} unexpected keys {extra[:_SHOW]}")
-    if wrong:
-        problems.append(f"{len(wrong)} shape mismatches {wrong[:_SHOW]}")
-    if problems:
+    report = compare_state_dicts(fan, state_dict, ignore=lambda key: bool(_LATER_STACKS.match(key)))
+    if report:
         raise FANFormatError(f"{name}: the FAN weights do not fit the 98-landmark one-hourglass FAN: "
-                             + "; ".join(problems))
-    fan.load_state_dict({k: state_dict[k] for k in own})
+                             + report.describe(_SHOW), missing=report.missing, unexpected=report.unexpected,
+                             mismatched=report.mismatched)
+    fan.load_state_dict({k: state_dict[k] for k in fan.state_dict()})
     return fan
 
 
 def load_fan(source, *, device="cpu") -> FAN:
     """A FAN with the weights of ``source``: a path to ``wing.ckpt`` or to a ``nets_ema`` file, or an
-    already loaded dict (see :func:`fan_state_dict`). Files are read with ``torch.load(weights_only=True)``."""
+    already loaded dict (see :func:`fan_state_dict`). Files are read with
+    :func:`colab_utils.loading.safe_load` (weights only; unsafe or damaged files are refused)."""
     name = "<dict>"
-    if isinstance(source, (str, Path)):
+    if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         name = str(path)
         if not path.is_file():
             raise FileNotFoundError(f"FAN weights not found: {path}")
-        try:
-            source = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise FANFormatError(f"{path}: cannot be read as a weights-only torch file ({exc})") from exc
+        source = safe_load(path)
     fan = load_fan_weights(FAN(), fan_state_dict(source, name), name)
     return fan.to(device)

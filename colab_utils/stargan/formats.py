@@ -9,7 +9,8 @@ file (:func:`infer_config`).
 Known traps of real files, handled here: the released CelebA-HQ ``nets_ema`` predates the
 ``generator.hpf.filter`` buffer (it follows from ``w_hpf``, 1 for that release); files saved from
 ``nn.DataParallel`` prefix every key with ``module.`` (and ``torch.compile`` with ``_orig_mod.``).
-Files are read with ``torch.load(weights_only=True)`` only.
+Files are read with :func:`colab_utils.loading.safe_load` only (weights only; unsafe or damaged files are
+refused with an error that says which).
 """
 from __future__ import annotations
 
@@ -17,14 +18,16 @@ import math
 import os
 import re
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import torch
 from torch import nn
 
-from .fan import FAN, FANFormatError, compute_masks, fan_state_dict, load_fan, load_fan_weights
+from colab_utils.loading import CheckpointMismatchError, compare_state_dicts, identify, safe_load
+
+from .fan import (FAN, FANFormatError, FANRequiredError, compute_masks, fan_required_message, fan_state_dict,
+                  load_fan, load_fan_weights)
 from .model import Nets, StarGANConfig, build_nets, first_width, highpass_kernel
 
 __all__ = ["StarGANFormatError", "load_official", "export_official", "infer_config", "compute_masks",
@@ -37,8 +40,9 @@ _PREFIXES = ("module.", "_orig_mod.")
 _SHOW = 10  # how many offending keys an error message lists
 
 
-class StarGANFormatError(ValueError):
-    """The file (or dict) is not a loadable official StarGAN v2 checkpoint; the message says why."""
+class StarGANFormatError(CheckpointMismatchError, ValueError):
+    """The file (or dict) is readable but not a loadable official StarGAN v2 checkpoint; the message says why
+    (and what the file is, when it is another model's)."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -59,18 +63,11 @@ def _strip_prefixes(state_dict: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _what_else(obj: Mapping, name: str) -> str | None:
-    """A clear message for well-known files that are not StarGAN v2 network weights."""
-    keys = set(obj)
-    if keys & {"g_ema", "latent_avg"} or ({"g", "d"} <= keys):
-        return (f"{name} is a StyleGAN2 checkpoint (rosinality layout: {sorted(keys)[:_SHOW]}), not StarGAN v2; "
-                f"load it with colab_utils.stylegan2.load_rosinality")
-    if "state_dict" in keys:
-        return f"{name} holds a single 'state_dict' (like FAN's wing.ckpt): pass it as fan_path= instead"
-    optimizer_like = [k for k, v in obj.items() if isinstance(v, Mapping) and {"state", "param_groups"} <= set(v)]
-    if optimizer_like:
-        return (f"{name} holds optimizer states ({optimizer_like}), like the official *_optims.ckpt: "
-                f"load the *_nets_ema.ckpt / *_nets.ckpt file instead")
-    return None
+    """The error for well-known files that are not StarGAN v2 network weights."""
+    what = identify(obj)
+    if what is None or what.startswith("a StarGAN v2 checkpoint (official"):
+        return None
+    return f"{name} is {what}, not StarGAN v2 network weights"
 
 
 def read_official(obj, name: str = "<dict>") -> dict[str, dict[str, torch.Tensor]]:
@@ -82,12 +79,7 @@ def read_official(obj, name: str = "<dict>") -> dict[str, dict[str, torch.Tensor
         name = str(path)
         if not path.is_file():
             raise FileNotFoundError(f"StarGAN v2 checkpoint not found: {path}")
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            hint = (" (it pickles an argparse.Namespace, like a StyleGAN2 training checkpoint: load it with "
-                    "colab_utils.stylegan2.load_rosinality)" if "argparse" in str(exc) else "")
-            raise StarGANFormatError(f"{path} cannot be read as a weights-only torch file{hint}: {exc}") from exc
+        obj = safe_load(path)
     if not isinstance(obj, Mapping):
         raise StarGANFormatError(f"{name} holds a {type(obj).__name__}, not the official dict of state dicts "
                                  f"keyed {', '.join(NETWORKS)}")
@@ -117,8 +109,9 @@ def read_official(obj, name: str = "<dict>") -> dict[str, dict[str, torch.Tensor
     return nets
 
 
-def _gather(path_or_paths) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, str]]:
-    """Merge the networks of every given file; returns (state dicts, which file each network came from)."""
+def _gather(path_or_paths, source=None) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, str]]:
+    """Merge the networks of every given file; returns (state dicts, which file each network came from).
+    ``source`` names a single loaded dict (the file it was read from)."""
     if isinstance(path_or_paths, (str, os.PathLike, Mapping)):
         sources: Iterable = [path_or_paths]
     else:
@@ -127,9 +120,9 @@ def _gather(path_or_paths) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str
             raise ValueError("load_official needs at least one file (nets_ema and/or nets_D) or a dict")
     entries: dict[str, dict[str, torch.Tensor]] = {}
     origin: dict[str, str] = {}
-    for source in sources:
-        name = str(source) if isinstance(source, (str, os.PathLike)) else "<dict>"
-        for net, state_dict in read_official(source, name).items():
+    for item in sources:
+        name = str(item) if isinstance(item, (str, os.PathLike)) else str(source or "<dict>")
+        for net, state_dict in read_official(item, name).items():
             if net in entries:
                 raise StarGANFormatError(f"{net!r} is in both {origin[net]} and {name}: pass only one of them "
                                          f"(e.g. a nets_ema file with a nets_D file)")
@@ -239,34 +232,29 @@ def infer_config(entries: Mapping[str, Mapping[str, torch.Tensor]], origin: Mapp
 
 def _check_and_load(module: nn.Module, state_dict: Mapping[str, torch.Tensor], net: str, name: str,
                     config: StarGANConfig) -> None:
-    own = module.state_dict()
-    optional = OPTIONAL_KEYS.get(net, set())
-    missing = [k for k in own if k not in state_dict and k not in optional]
-    unexpected = [k for k in state_dict if k not in own]
-    wrong = [f"{k} {tuple(state_dict[k].shape)} (expected {tuple(v.shape)})"
-             for k, v in own.items() if k in state_dict and state_dict[k].shape != v.shape]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys {missing[:_SHOW]}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys {unexpected[:_SHOW]}")
-    if wrong:
-        problems.append(f"{len(wrong)} shape mismatches {wrong[:_SHOW]}")
-    if problems:
+    report = compare_state_dicts(module, state_dict, optional=OPTIONAL_KEYS.get(net, ()))
+    if report:
         raise StarGANFormatError(f"{name}: {net} does not match the StarGAN v2 {net} of {config}: "
-                                 + "; ".join(problems))
+                                 + report.describe(_SHOW), missing=report.missing, unexpected=report.unexpected,
+                                 mismatched=report.mismatched)
     module.load_state_dict(state_dict, strict=False)
 
 
-def load_official(path_or_paths, *, device="cpu", fan_path=None) -> tuple[Nets, StarGANConfig]:
+def load_official(path_or_paths, *, device="cpu", fan_path=None, without_masks: bool = False,
+                  source: str | os.PathLike | None = None) -> tuple[Nets, StarGANConfig]:
     """Networks and configuration from official StarGAN v2 files.
 
     ``path_or_paths``: a ``*_nets_ema.ckpt`` / ``*_nets.ckpt`` path, several paths (e.g. nets_ema and
     nets_D), or a loaded dict of state dicts. ``fan_path``: FAN weights (``wing.ckpt``, or a file with a
     ``fan`` entry), used instead of the ``fan`` entry of the files. The networks come back in eval mode on
     ``device``; ``nets.discriminator`` and ``nets.fan`` are None when the files do not hold them.
+
+    A model with the high-pass skip (``w_hpf > 0``, the official face models) computes its output from FAN
+    face masks, so without FAN weights it raises :class:`FANRequiredError`, unless ``without_masks=True``
+    asks for it to run without them (``nets.without_masks``: a different function from the official model).
+    ``source`` names a loaded dict in error messages (the file it came from).
     """
-    entries, origin = _gather(path_or_paths)
+    entries, origin = _gather(path_or_paths, source)
     config = infer_config(entries, origin)
     nets = build_nets(config, discriminator="discriminator" in entries, fan=False)
     for net in ("generator", "mapping_network", "style_encoder", "discriminator"):
@@ -281,8 +269,10 @@ def load_official(path_or_paths, *, device="cpu", fan_path=None) -> tuple[Nets, 
         except FANFormatError as exc:
             raise StarGANFormatError(str(exc)) from exc
     elif config.w_hpf > 0:
-        warnings.warn(f"{', '.join(sorted(set(origin.values())))}: w_hpf={config.w_hpf} but no FAN weights, so "
-                      f"the generator will run without face masks; pass fan_path='wing.ckpt'", stacklevel=2)
+        where = ", ".join(sorted(set(origin.values())))
+        if not without_masks:
+            raise FANRequiredError(fan_required_message(where, config.w_hpf))
+        nets.without_masks = True
     return nets.to(device).eval(), config
 
 

@@ -345,13 +345,16 @@ class StarGANConfig:
 class Nets(nn.ModuleDict):
     """The networks of one model, under the official names: ``generator``, ``mapping_network``,
     ``style_encoder``, and optionally ``discriminator`` and ``fan`` (both read as None when absent).
-    ``config`` is the :class:`StarGANConfig` they were built from."""
+    ``config`` is the :class:`StarGANConfig` they were built from. ``without_masks``: True when the caller
+    asked a model with the high-pass skip (``w_hpf > 0``) to translate without FAN face masks; otherwise
+    translating such a model without ``fan`` is an error."""
 
     OPTIONAL = ("discriminator", "fan")
 
     def __init__(self, config: StarGANConfig, modules: dict[str, nn.Module]):
         super().__init__(modules)
         self.config = config
+        self.without_masks = False
 
     def add_module(self, name: str, module: nn.Module | None) -> None:
         if name in Nets.OPTIONAL and name not in self._modules:  # reads as None, but is free to be added

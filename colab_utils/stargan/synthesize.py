@@ -14,7 +14,6 @@ Images are float tensors ``[N,3,H,W]`` in [-1, 1] at the generator's size (faces
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from tqdm.auto import tqdm
 from colab_utils import viz
 from colab_utils.drive import ensure_parent
 
-from .fan import compute_masks
+from .fan import FANRequiredError, compute_masks, fan_required_message
 from .model import Nets
 
 DEFAULT_CHUNK = 16
@@ -99,16 +98,24 @@ def style_codes(nets: Nets, domain, *, ref: torch.Tensor | None = None, z: torch
     return _broadcast(s, count, "z") if count is not None else s
 
 
+def check_masks(nets: Nets) -> bool:
+    """Whether ``nets`` translate with FAN face masks: True for a generator with the high-pass skip
+    (``w_hpf > 0``) and a loaded FAN. Without the FAN that is a :class:`FANRequiredError` unless
+    ``nets.without_masks`` was asked for; False for ``w_hpf == 0`` and for that explicit choice."""
+    if nets.generator.w_hpf <= 0:
+        return False
+    if nets.fan is not None:
+        return True
+    if getattr(nets, "without_masks", False):
+        return False
+    raise FANRequiredError(fan_required_message("translate", nets.generator.w_hpf)
+                           + "; on networks at hand set nets.without_masks = True")
+
+
 def face_masks_for(nets: Nets, images: torch.Tensor):
     """The generator's ``masks`` for ``images``: FAN masks when the generator has the high-pass skip
-    (``w_hpf > 0``) and FAN weights are loaded, else None (with a warning)."""
-    if nets.generator.w_hpf <= 0:
-        return None
-    if nets.fan is None:
-        warnings.warn(f"the generator has w_hpf={nets.generator.w_hpf} but no FAN is loaded: translating without "
-                      f"face masks (identity is kept less well); load wing.ckpt with fan_path=", stacklevel=3)
-        return None
-    return compute_masks(nets.fan, images)
+    (``w_hpf > 0``), None for ``w_hpf == 0`` or ``nets.without_masks`` (see :func:`check_masks`)."""
+    return compute_masks(nets.fan, images) if check_masks(nets) else None
 
 
 @torch.no_grad()
@@ -252,10 +259,12 @@ def style_interpolation_gif(nets: Nets, sources: torch.Tensor, references: torch
 # Loading networks for synthesis
 # ---------------------------------------------------------------------------------------------------------
 
-def load_nets(path: str | os.PathLike, *, fan_path: str | os.PathLike | None = None, device="cpu") -> Nets:
+def load_nets(path: str | os.PathLike, *, fan_path: str | os.PathLike | None = None, device="cpu",
+              without_masks: bool = False) -> Nets:
     """Networks for synthesis from an official ``*_nets_ema.ckpt`` file, one of our training checkpoints
     (``ckpt-*.pt``: its EMA networks) or a training run folder (its newest verified checkpoint). With
-    ``w_hpf > 0`` FAN weights come from ``fan_path`` (``wing.ckpt``) or the file's ``fan`` entry."""
+    ``w_hpf > 0`` FAN weights come from ``fan_path`` (``wing.ckpt``) or the file's ``fan`` entry; without
+    them it raises :class:`FANRequiredError` unless ``without_masks=True``."""
     from colab_utils.checkpoint import FORMAT, safe_load
 
     from .formats import load_official
@@ -263,10 +272,12 @@ def load_nets(path: str | os.PathLike, *, fan_path: str | os.PathLike | None = N
 
     path = Path(path)
     if path.is_dir():
-        return nets_from_checkpoint(path, fan_path=fan_path, device=device)
+        return nets_from_checkpoint(path, fan_path=fan_path, device=device, without_masks=without_masks)
+    if not path.is_file():
+        raise FileNotFoundError(f"StarGAN v2 checkpoint not found: {path}")
     payload = safe_load(path)
     if isinstance(payload, dict) and payload.get("format") == FORMAT:
-        return nets_from_checkpoint(path, fan_path=fan_path, device=device, payload=payload)
-    del payload
-    nets, _ = load_official(path, device=device, fan_path=fan_path)
+        return nets_from_checkpoint(path, fan_path=fan_path, device=device, payload=payload,
+                                    without_masks=without_masks)
+    nets, _ = load_official(payload, device=device, fan_path=fan_path, without_masks=without_masks, source=path)
     return nets

@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import types
-import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,13 +39,14 @@ import torch
 from torch import nn
 
 from colab_utils import distributed, runtime, viz
-from colab_utils.checkpoint import CheckpointManager, safe_load
+from colab_utils.checkpoint import FORMAT, CheckpointManager, safe_load
 from colab_utils.drive import DriveWriter
+from colab_utils.loading import identify
 from colab_utils.training import EMA, Precision, ProgressLog, make_adam, requires_grad
 
 from .data import Batch, TrainingData, find_split, fixed_examples, load_domains
-from .fan import load_fan
-from .formats import export_official, load_official
+from .fan import FANRequiredError, fan_required_message, load_fan
+from .formats import StarGANFormatError, export_official, load_official
 from .losses import LossWeights, discriminator_loss, generator_loss
 from .model import Nets, StarGANConfig, build_nets, check_img_size
 from .synthesize import face_masks_for, latent_grid, reference_grid
@@ -508,33 +509,49 @@ def _checkpoint_payload(path) -> tuple[Path, dict]:
         if latest is None:
             raise FileNotFoundError(f"{path} holds no verified training checkpoint (ckpt-*.pt with its .json)")
         path = latest
+    if not path.is_file():
+        raise FileNotFoundError(f"StarGAN v2 training checkpoint {path} does not exist")
     return path, safe_load(path)
 
 
-def nets_from_checkpoint(path, *, fan_path=None, device="cpu", payload=None, discriminator: bool = False) -> Nets:
+def _not_a_training_checkpoint(path, payload, problem: str) -> StarGANFormatError:
+    what = identify(payload)
+    return StarGANFormatError(f"{path} is not a StarGAN v2 training checkpoint of colab_utils ({problem})"
+                              + (f": it is {what}" if what else ""), path=Path(path))
+
+
+def nets_from_checkpoint(path, *, fan_path=None, device="cpu", payload=None, discriminator: bool = False,
+                         without_masks: bool = False) -> Nets:
     """The averaged networks of one of our training checkpoints (``ckpt-*.pt``, or a run folder: its newest
     verified one), in eval mode, with ``.domains`` (the domain folder names) set; with ``discriminator``
     also the (trained) discriminator. FAN weights come from ``fan_path``, else from the run's ``fan_path``
-    when that file exists here."""
+    when that file exists here; a ``w_hpf > 0`` model without them raises :class:`FANRequiredError` unless
+    ``without_masks=True``."""
     if payload is None:
         path, payload = _checkpoint_payload(path)
+    if not isinstance(payload, Mapping) or payload.get("format") != FORMAT:
+        raise _not_a_training_checkpoint(path, payload, "no colab_utils checkpoint format")
     try:
         extra, objects = payload["extra"], payload["objects"]
         config = StarGANConfig(**extra["model"])
+        states = {name: objects[f"{name}_ema"] for name in AVERAGED}
+        if discriminator:
+            states["discriminator"] = objects["discriminator"]
     except (KeyError, TypeError) as exc:
-        raise ValueError(f"{path} is not a StarGAN v2 training checkpoint of colab_utils (no {exc})") from None
+        raise _not_a_training_checkpoint(path, payload, f"no {exc}") from None
     nets = build_nets(config, discriminator=discriminator, fan=False)
-    for name in AVERAGED:
-        nets[name].load_state_dict(objects[f"{name}_ema"])
-    if discriminator:
-        nets["discriminator"].load_state_dict(objects["discriminator"])
+    for name, state in states.items():
+        nets[name].load_state_dict(state)
     if config.w_hpf > 0:
-        fan_path = fan_path or extra.get("fan_path")
-        if fan_path is not None and Path(fan_path).is_file():
+        run_fan = extra.get("fan_path")
+        if fan_path is not None:
             nets["fan"] = load_fan(fan_path)
+        elif run_fan is not None and Path(run_fan).is_file():
+            nets["fan"] = load_fan(run_fan)
+        elif without_masks:
+            nets.without_masks = True
         else:
-            warnings.warn(f"{path}: w_hpf={config.w_hpf} but no FAN weights were given (fan_path=): samples will "
-                          f"lack the face masks", stacklevel=2)
+            raise FANRequiredError(fan_required_message(str(path), config.w_hpf))
     nets = nets.to(device).eval()
     nets.domains = list(extra.get("domains", []))
     return nets
@@ -545,7 +562,7 @@ def export_checkpoint(path, out_ema, out_d=None, *, fan_path=None) -> Path:
     generator, mapping network and style encoder (and FAN when loaded) to ``out_ema``, the discriminator to
     ``out_d`` when given. Returns ``Path(out_ema)``."""
     path, payload = _checkpoint_payload(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a missing FAN only means the export holds none
-        nets = nets_from_checkpoint(path, fan_path=fan_path, payload=payload, discriminator=out_d is not None)
+    # without a FAN the export simply holds none (loading it later asks for one)
+    nets = nets_from_checkpoint(path, fan_path=fan_path, payload=payload, discriminator=out_d is not None,
+                                without_masks=True)
     return export_official(nets, out_ema, out_d)

@@ -4,14 +4,13 @@ A rosinality file is a ``torch.save``d dict: ``g_ema`` (the generator to sample 
 checkpoints also ``g``, ``d``, ``g_optim``, ``d_optim`` and ``args`` (an ``argparse.Namespace``); converted
 official weights add ``latent_avg``. Every network is a plain state_dict whose keys match
 :mod:`colab_utils.stylegan2.model`. Shapes tell the configuration (size, style_dim, n_mlp, channel table),
-so nothing else needs to be known to load a file. Loading never unpickles arbitrary objects:
-``torch.load(weights_only=True)`` with only ``argparse.Namespace`` allowed in addition.
+so nothing else needs to be known to load a file. Files are read with :func:`colab_utils.loading.safe_load`
+(weights only; an unsafe or damaged file is refused with an error that says which).
 """
 from __future__ import annotations
 
 import argparse
 import os
-import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,16 +19,18 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
+from colab_utils.loading import CheckpointMismatchError, compare_state_dicts, identify, safe_load
+
 from .model import Discriminator, Generator, check_size, default_channels
 
 NETWORKS = ("g_ema", "g", "d")
 KNOWN_ENTRIES = NETWORKS + ("latent_avg", "args", "g_optim", "d_optim")
-_STARGAN_ENTRIES = {"generator", "mapping_network", "style_encoder", "discriminator", "fan"}
 _SHOW = 12  # how many offending keys an error message lists
 
 
-class StyleGANFormatError(ValueError):
-    """The file (or dict) is not a loadable rosinality StyleGAN2 checkpoint; the message says why."""
+class StyleGANFormatError(CheckpointMismatchError, ValueError):
+    """The file (or dict) is readable but not a loadable rosinality StyleGAN2 checkpoint; the message says why
+    (and what the file is, when it is another model's)."""
 
 
 @dataclass
@@ -124,27 +125,6 @@ def infer_discriminator_config(state_dict_d: Mapping[str, torch.Tensor]) -> dict
 # Reading
 # ---------------------------------------------------------------------------------------------------------
 
-def _safe_load(path: Path) -> Any:
-    """torch.load with weights_only=True, allowing argparse.Namespace (training checkpoints' ``args``)."""
-    serialization = torch.serialization
-    try:
-        if hasattr(serialization, "safe_globals"):
-            with serialization.safe_globals([argparse.Namespace]):
-                return torch.load(path, map_location="cpu", weights_only=True)
-        if hasattr(serialization, "add_safe_globals"):
-            serialization.add_safe_globals([argparse.Namespace])
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-        raise StyleGANFormatError(f"{path}: refused to unpickle (only tensors, plain containers and "
-                                  f"argparse.Namespace are loaded): {first}") from None
-    except OSError:
-        raise
-    except Exception as err:  # torch reports a corrupt or foreign file with many exception types
-        raise StyleGANFormatError(f"{path}: not a readable PyTorch checkpoint "
-                                  f"({type(err).__name__}: {err})") from None
-
-
 def _as_checkpoint(obj: Any, label: str) -> dict:
     if not isinstance(obj, Mapping):
         raise StyleGANFormatError(f"{label}: not a rosinality StyleGAN2 checkpoint: it holds a "
@@ -153,34 +133,23 @@ def _as_checkpoint(obj: Any, label: str) -> dict:
         return {"g_ema": dict(obj)}  # a bare generator state_dict
     if "g_ema" not in obj:
         found = sorted(map(str, obj))
-        hint = " (it looks like a StarGAN v2 checkpoint)" if _STARGAN_ENTRIES & set(found) else ""
-        raise StyleGANFormatError(f"{label}: not a rosinality StyleGAN2 checkpoint{hint}: missing the 'g_ema' "
-                                  f"entry; expected {list(KNOWN_ENTRIES)}, found {found[:_SHOW]}")
+        what = identify(obj)
+        raise StyleGANFormatError(f"{label}: not a rosinality StyleGAN2 checkpoint (no 'g_ema' entry; expected "
+                                  f"{list(KNOWN_ENTRIES)}, found {found[:_SHOW]})"
+                                  + (f": it is {what}" if what else ""))
     return dict(obj)
-
-
-def _describe(value: Any) -> str:
-    return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
 
 
 def _check_state_dict(model: nn.Module, sd: Any, name: str, label: str) -> None:
     """Raise one error listing missing keys, unexpected keys and shape mismatches."""
     if not isinstance(sd, Mapping):
         raise StyleGANFormatError(f"{label}: entry '{name}' is a {type(sd).__name__}, not a state_dict")
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    mismatched = [f"{k}: file {_describe(sd[k])} vs model {tuple(v.shape)}" for k, v in expected.items()
-                  if k in sd and (not isinstance(sd[k], torch.Tensor) or sd[k].shape != v.shape)]
-    if missing or unexpected or mismatched:
-        parts = []
-        for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                             ("shape mismatches", mismatched)):
-            if items:
-                more = f" ... and {len(items) - _SHOW} more" if len(items) > _SHOW else ""
-                parts.append(f"{title} ({len(items)}): {items[:_SHOW]}{more}")
-        raise StyleGANFormatError(f"{label}: '{name}' does not match a StyleGAN2 "
-                                  f"{type(model).__name__}: " + "; ".join(parts))
+    report = compare_state_dicts(model, sd)
+    if report:
+        raise StyleGANFormatError(f"{label}: '{name}' does not match a StyleGAN2 {type(model).__name__}: "
+                                  + report.describe(_SHOW), path=None if label.startswith("<") else Path(label),
+                                  missing=report.missing, unexpected=report.unexpected,
+                                  mismatched=report.mismatched)
 
 
 def _which(which: str | Iterable[str], ckpt: dict) -> list[str]:
@@ -198,19 +167,21 @@ def _which(which: str | Iterable[str], ckpt: dict) -> list[str]:
 
 
 def load_rosinality(path_or_dict: str | os.PathLike | Mapping, *, which: str | Iterable[str] = "g_ema",
-                    device: str | torch.device = "cpu") -> LoadedStyleGAN:
+                    device: str | torch.device = "cpu", source: str | None = None) -> LoadedStyleGAN:
     """Load a rosinality StyleGAN2 file (or an already loaded dict, or a bare generator state_dict).
 
     ``which``: ``"g_ema"`` (default: only the sampling generator), ``"all"`` (every network the file has), or
     names from ``("g_ema", "g", "d")``; ``g_ema`` is always built. The configuration is read from the
-    tensor shapes. Networks are returned in eval mode on ``device``."""
+    tensor shapes. Networks are returned in eval mode on ``device``. A file's ``latent_avg`` is also set on
+    ``g_ema`` (``g_ema.latent_avg``), where sampling and editing find it as their truncation centre.
+    ``source`` names a dict in error messages (the file it came from)."""
     if isinstance(path_or_dict, Mapping):
-        label, raw = "<checkpoint dict>", path_or_dict
+        label, raw = source or "<checkpoint dict>", path_or_dict
     else:
         path = Path(path_or_dict)
         if not path.is_file():
             raise FileNotFoundError(f"StyleGAN2 checkpoint {path} does not exist")
-        label, raw = str(path), _safe_load(path)
+        label, raw = str(path), safe_load(path)
     ckpt = _as_checkpoint(raw, label)
     names = _which(which, ckpt)
     absent = [n for n in names if n not in ckpt]
@@ -246,6 +217,7 @@ def load_rosinality(path_or_dict: str | os.PathLike | Mapping, *, which: str | I
             raise StyleGANFormatError(f"{label}: latent_avg must be a tensor of {config['style_dim']} values, "
                                       f"got {getattr(latent_avg, 'shape', type(latent_avg).__name__)}")
         latent_avg = latent_avg.reshape(config["style_dim"]).to(device)
+        nets["g_ema"].latent_avg = latent_avg.reshape(1, -1).float()
     args = ckpt.get("args")
     args = vars(args) if isinstance(args, argparse.Namespace) else dict(args) if isinstance(args, Mapping) else None
     extra = {k: v for k, v in ckpt.items() if k not in NETWORKS + ("latent_avg", "args")}

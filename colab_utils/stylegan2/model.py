@@ -408,6 +408,9 @@ class Generator(nn.Module):
         self.noises = nn.Module()
         for layer, shape in enumerate(self.noise_shapes()):
             self.noises.register_buffer(f"noise_{layer}", torch.randn(shape))
+        # The average w of the file G was loaded from ([1, style_dim]; None until then): the truncation
+        # centre sampling and editing use by default. Not part of the state_dict (rosinality keeps it beside).
+        self.register_buffer("latent_avg", None, persistent=False)
 
         self.style_layers: list[StyleLayer] = self._describe_style_layers()
 

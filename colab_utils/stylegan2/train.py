@@ -37,9 +37,11 @@ from colab_utils.checkpoint import FORMAT, CheckpointManager, ResumableSampler, 
 from colab_utils.data.images import ImageFolderDataset, list_images, prepare_dataset
 from colab_utils.data.synthetic import make_faces
 from colab_utils.drive import DriveWriter, is_drive_path
+from colab_utils.metrics import MetricHistory, due
 from colab_utils.training import EMA, Precision, ProgressLog, make_adam, requires_grad
 
 from .augment import AdaptiveAugment
+from .evaluate import PeriodicMetrics, real_statistics_for
 from .formats import LoadedStyleGAN, export_rosinality, load_rosinality
 from .generate import generate, mean_w
 from .model import Discriminator, Generator, check_size, default_channels, mixing_latents
@@ -104,6 +106,12 @@ class TrainConfig:
     drive_dir: str | None = None          # copy every checkpoint there (Google Drive)
     drive_wait_s: float = 60.0            # the end of a run (or a stop) waits at most this long for Drive copies
     synthetic_images: int = 2000          # how many faces data="synthetic" draws
+    # quality metrics (colab_utils.metrics): FID / KID of the G average against every training image
+    metrics_every_kimg: float | None = 50.0     # every this many kimg (None or 0: never; shorter runs: never)
+    metrics_images: int = 10_000                # generated images of the periodic fid10k_full / kid10k_full
+    metrics_final_images: int | None = 50_000   # fid50k_full once the run completes (None: skip it)
+    metrics_kid: bool = True                    # KID beside every FID
+    metrics_batch: int = 32                     # images per generation and feature batch
 
     @property
     def total_steps(self) -> int:
@@ -138,6 +146,11 @@ class TrainConfig:
             raise ValueError(f"channels must be positive, got {self.channels}")
         if not self.drive_wait_s >= 0:
             raise ValueError(f"drive_wait_s must be >= 0 seconds, got {self.drive_wait_s}")
+        for name in ("metrics_images", "metrics_final_images"):
+            if getattr(self, name) is not None and int(getattr(self, name)) < 2:
+                raise ValueError(f"{name} must be >= 2 (a covariance needs two images), got {getattr(self, name)!r}")
+        if int(self.metrics_batch) < 1:
+            raise ValueError(f"metrics_batch must be >= 1, got {self.metrics_batch!r}")
         return self
 
     def identity(self) -> dict:
@@ -561,10 +574,13 @@ class TrainResult:
     extra: dict = field(default_factory=dict)
     drive_report: list = field(default_factory=list)  # what did not reach Drive, with the command to copy it
     drive_status: str | None = None                   # "last checkpoint on Drive: step N, M minutes ago"
+    metrics: MetricHistory | None = None              # FID / KID by kimg, across every session of the run
+    fid_curve: Path | None = None                     # the plot of it, resumes marked
 
 
 def train(config: TrainConfig, data: Any = "synthetic", run_dir: str | os.PathLike = "runs/stylegan2", *,
-          out_dir: str | os.PathLike | None = None, progress: bool = True, verbose: bool = True) -> TrainResult:
+          out_dir: str | os.PathLike | None = None, progress: bool = True, verbose: bool = True,
+          extractor=None, stats_dir: str | os.PathLike | None = None) -> TrainResult:
     """Train (or continue training) StyleGAN2 on ``data``; see :func:`training_images` for what it takes.
 
     Checkpoints go to ``run_dir`` (copied to ``config.drive_dir`` when set); the run resumes by itself from
@@ -576,6 +592,14 @@ def train(config: TrainConfig, data: Any = "synthetic", run_dir: str | os.PathLi
     Drive faults (full, stale, unmounted, hung) are warned about once per kind and retried, never raised; the
     end of the run (or a stop) waits at most ``config.drive_wait_s`` for Drive, then ``result.drive_report``
     says what is only on local disk and how to copy it.
+
+    Quality metrics (:mod:`colab_utils.stylegan2.evaluate`): every ``config.metrics_every_kimg`` the G
+    average's ``fid10k_full`` / ``kid10k_full`` are measured (and ``fid50k_full`` when the run completes),
+    recorded in ``result.metrics`` and in every checkpoint (so the history survives resumes and the schedule,
+    a function of the step, is the same as in an uninterrupted run), plotted in ``fid_curve.png`` and the best
+    G kept as ``best-fid.pt`` in ``out_dir``, outside checkpoint retention. ``extractor``: the feature network
+    (default: the Inception-v3 through :mod:`colab_utils.hub`); ``stats_dir``: where the real images'
+    statistics are cached (default: beside the zip or inside the image folder of ``data``).
 
     Under ``torchrun --nproc_per_node=N`` the run trains with DistributedDataParallel: ``config.batch`` is the
     global batch, every rank draws the global batch's latents, noise, flips and augmentation and keeps its rows
@@ -628,7 +652,17 @@ def train(config: TrainConfig, data: Any = "synthetic", run_dir: str | os.PathLi
                                    share=(dist.rank, dist.world_size))
         stopped, step = None, start
         latest = dict(info["extra"].get("latest", {})) if info else {}  # newest value of every loss, lazy ones too
-        extra = lambda: {"latest": latest}  # noqa: E731 (evaluated only when a checkpoint is written)
+        history = MetricHistory.from_state(info["extra"].get("metrics") if info else None)
+        if 0 < start < total:
+            history.mark_resume(start * config.batch / 1000)
+        periodic = None
+        if dist.is_main and start < total and _metrics_wanted(config, total):
+            def publish(local, make, kind):
+                return writer.save(local, make, out / local.name if to_drive else None, kind=kind)
+
+            periodic = _periodic_metrics(config, data, dataset, extractor, stats_dir, nets, history, sheets.folder,
+                                         publish, workers, progress, verbose)
+        extra = lambda: {"latest": latest, "metrics": history.state()}  # noqa: E731 (evaluated only when saving)
         for step in range(start + 1, total + 1):
             losses = training_step(nets, config, real_batch(next(batches), nets, config), step)
             if dist.enabled and step % config.log_every == 0:
@@ -639,6 +673,8 @@ def train(config: TrainConfig, data: Any = "synthetic", run_dir: str | os.PathLi
             log.update(step, latest)
             if step % config.sample_every == 0 and dist.is_main:
                 sheets.update(step, nets.ema.module, log.history)
+            if periodic is not None:
+                _score(periodic, config, nets, step, total)
             if ckpt.step(step, objects, extra=extra):
                 stopped = ckpt.stop_reason
                 break
@@ -666,11 +702,48 @@ def train(config: TrainConfig, data: Any = "synthetic", run_dir: str | os.PathLi
     result.gif = sheets.gif if sheets.gif.is_file() else None
     result.curves = sheets.curves if sheets.curves.is_file() else None
     result.export = export
+    result.metrics = history
+    result.fid_curve = next((f / "fid_curve.png" for f in (sheets.folder, out) if (f / "fid_curve.png").is_file()),
+                            None)
     result.drive_report, result.drive_status = manager.drive_report, manager.drive_status()
     if verbose:
         state = f"stopped at step {step} of {total} ({stopped})" if stopped else f"finished {step} steps"
         print(f"StyleGAN2: {state}; samples in {sheets.grids}")
     return result
+
+
+def _metrics_wanted(config: TrainConfig, total: int) -> bool:
+    """Whether the run lasts long enough for at least one periodic evaluation."""
+    every = config.metrics_every_kimg
+    return bool(every) and every > 0 and total * config.batch / 1000 >= every
+
+
+def _periodic_metrics(config: TrainConfig, data, dataset, extractor, stats_dir, nets: Nets, history: MetricHistory,
+                      folder: Path, publish, workers: int, progress: bool, verbose: bool) -> PeriodicMetrics:
+    """The feature extractor (Inception through the hub unless one is given) and the real images' statistics
+    (cached), prepared before training so a missing download fails at once, not hours in."""
+    if extractor is None:
+        from colab_utils.metrics import inception
+
+        extractor = inception(nets.device, progress=progress)
+    real = real_statistics_for(dataset, extractor, data=data, stats_dir=stats_dir, batch_size=config.metrics_batch,
+                               workers=workers, progress=progress, verbose=verbose)
+    return PeriodicMetrics(history, folder, real=real, extractor=extractor, n=config.metrics_images,
+                           final_n=config.metrics_final_images, kid=config.metrics_kid,
+                           batch_size=config.metrics_batch, seed=config.seed, autocast=nets.precision.autocast,
+                           publish=publish, verbose=verbose)
+
+
+def _score(periodic: PeriodicMetrics, config: TrainConfig, nets: Nets, step: int, total: int) -> None:
+    """The evaluations that fall in ``step``: the periodic one (with a best-FID snapshot) and, at the last
+    step, the final one."""
+    kimg = step * config.batch / 1000
+    if due(step, config.batch, config.metrics_every_kimg):
+        G = nets.ema.module
+        periodic.run(step, kimg, G, snapshot=lambda path: export_rosinality(path, G, g=nets.G, d=nets.D,
+                                                                            latent_avg=mean_w(G)))
+    if step == total and config.metrics_final_images:
+        periodic.run(step, kimg, nets.ema.module, final=True)
 
 
 # ---------------------------------------------------------------------------------------------------------

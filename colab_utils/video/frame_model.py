@@ -14,13 +14,13 @@ batch of frames. A single code is what keeps the look of the result from changin
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
 
 from colab_utils.stargan.model import Nets
+from colab_utils.stargan.synthesize import check_masks
 
 
 @runtime_checkable
@@ -74,7 +74,8 @@ class StarGANFrameModel:
 
     Build it with :meth:`from_reference` (the style of a reference face) or :meth:`from_latent` (a random
     style of a domain, fixed by ``seed``). The FAN face masks of the high-pass skip are computed per batch
-    when the generator has one (``w_hpf > 0``) and ``nets.fan`` is loaded."""
+    when the generator has one (``w_hpf > 0``); such a model needs ``nets.fan`` unless ``nets.without_masks``
+    says to translate without face masks."""
 
     def __init__(self, nets: Nets, style: torch.Tensor, *, device=None):
         self.nets = nets
@@ -89,11 +90,8 @@ class StarGANFrameModel:
             raise ValueError(f"style must be one code of size {nets.generator.style_dim}, got "
                              f"{tuple(style.shape)}")
         self.style = style.to(self.device)
-        self.use_masks = nets.generator.w_hpf > 0 and nets.fan is not None
-        if nets.generator.w_hpf > 0 and nets.fan is None:
-            warnings.warn("the generator has a high-pass skip (w_hpf > 0) but nets.fan is not loaded: "
-                          "translating without face masks (load the FAN weights 'stargan_v2_wing')",
-                          UserWarning, stacklevel=2)
+        # FANRequiredError for a w_hpf > 0 model without FAN, unless nets.without_masks was asked for
+        self.use_masks = check_masks(nets)
 
     @staticmethod
     def _domain(nets: Nets, domain) -> int:
