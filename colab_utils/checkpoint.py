@@ -840,10 +840,10 @@ class CheckpointManager:
                     self._warn_skip(entry, str(err))
             if payload is None:
                 self._where_we_stand()
-            what = identify(payload)
                 return None
         if not isinstance(payload, Mapping) or payload.get("format") != FORMAT:
             found = payload.get("format") if isinstance(payload, Mapping) else type(payload).__name__
+            what = identify(payload)
             raise CheckpointMismatchError(f"{source} is not a colab_utils training checkpoint (format {found!r}, "
                                           f"expected {FORMAT!r})" + (f": it is {what}" if what else
                                                                      "; load model weights with their own loader"),
