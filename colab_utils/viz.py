@@ -262,6 +262,7 @@ def plot_curves(history: dict, path: str | os.PathLike | None = None, title: str
         if many:
             ax.plot(steps, _smooth(values, max(5, len(values) // 20)), lw=1.6, color="C1")
         ax.set_xlabel("step")
+        ax.ticklabel_format(axis="both", useOffset=False)   # plain values (0.99999), never "1e-5+9.999e-1"
     for ax in axes[len(names):]:
         ax.set_visible(False)
     if title:

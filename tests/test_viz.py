@@ -114,3 +114,14 @@ def test_image_grid_title_adds_a_band_of_text_above():
     assert np.array_equal(np.asarray(titled)[titled.height - plain.height:], np.asarray(plain))
     other = image_grid(torch.zeros(2, 3, 16, 16), nrow=2, title="step 16 (0.1 kimg)")
     assert not np.array_equal(np.asarray(other), np.asarray(titled))
+
+
+def test_plot_curves_labels_axes_with_plain_values_not_an_offset():
+    """A diversity weight decaying from 1 by 1e-5 per step once read "1e-5+9.999e-1" on its axis."""
+    history = {"lambda_ds": [(step, 1.0 - (step - 100_000) * 1e-5) for step in range(100_000, 100_010)]}
+    fig = plot_curves(history)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert ax.yaxis.get_offset_text().get_text() == "" and ax.xaxis.get_offset_text().get_text() == ""
+    labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    assert labels and all(0.9998 <= float(label.replace("\u2212", "-")) <= 1.0001 for label in labels), labels
