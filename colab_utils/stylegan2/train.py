@@ -37,12 +37,13 @@ from colab_utils.checkpoint import FORMAT, CheckpointManager, ResumableSampler, 
 from colab_utils.data.images import ImageFolderDataset, list_images, prepare_dataset
 from colab_utils.data.synthetic import make_faces
 from colab_utils.drive import DriveWriter, is_drive_path
+from colab_utils.loading import identify
 from colab_utils.metrics import MetricHistory, due
 from colab_utils.training import EMA, Precision, ProgressLog, make_adam, requires_grad
 
 from .augment import AdaptiveAugment
 from .evaluate import PeriodicMetrics, real_statistics_for
-from .formats import LoadedStyleGAN, export_rosinality, load_rosinality
+from .formats import LoadedStyleGAN, StyleGANFormatError, export_rosinality, load_rosinality
 from .generate import generate, mean_w
 from .model import Discriminator, Generator, check_size, default_channels, mixing_latents
 
@@ -767,19 +768,23 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path:
 
 def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> LoadedStyleGAN:
     """G average, G and D of a training checkpoint (a file, or a run folder: its newest checkpoint), or of a
-    rosinality ``.pt`` file. The architecture is read from the tensor shapes."""
+    rosinality ``.pt`` file. The architecture is read from the tensor shapes. Files go through
+    :func:`colab_utils.loading.safe_load`; another model's file is refused with an error that names it."""
     path = Path(path)
     if path.is_dir():
         path = latest_checkpoint(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"StyleGAN2 checkpoint {path} does not exist")
     payload = safe_load(path)
     if isinstance(payload, Mapping) and payload.get("format") == FORMAT:
         saved = payload["objects"]
         if "g_ema" not in saved:
-            raise ValueError(f"{path} is a colab_utils checkpoint but not of a StyleGAN2 run (it holds "
-                             f"{sorted(saved)})")
+            what = identify(payload)
+            raise StyleGANFormatError(f"{path} is a colab_utils training checkpoint but not of a StyleGAN2 run "
+                                      f"(it holds {sorted(saved)})" + (f": it is {what}" if what else ""),
+                                      path=path)
         nets = {name: saved[name] for name in ("g_ema", "g", "d") if name in saved}
-        loaded = load_rosinality(nets, which="all", device=device)
-        loaded.source = str(path)
+        loaded = load_rosinality(nets, which="all", device=device, source=str(path))
         loaded.extra = {"step": payload.get("step"), "config": payload.get("config")}
         return loaded
-    return load_rosinality(path, which="all", device=device)
+    return load_rosinality(payload, which="all", device=device, source=str(path))
