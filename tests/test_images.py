@@ -246,3 +246,16 @@ def test_prepare_dataset_errors(tmp_path):
     text.write_text("x")
     with pytest.raises(ValueError, match="expected an image folder or a .zip"):
         prepare_dataset(text)
+
+
+def test_a_zip_without_images_leaves_nothing_behind(tmp_path):
+    empty = tmp_path / "faces.zip"
+    with zipfile.ZipFile(empty, "w") as zf:
+        zf.writestr("faces/README.txt", "the photos are on my phone")
+        zf.writestr("faces/.DS_Store", "x")
+    local = tmp_path / "local"
+    for copy_first in (True, False):
+        with pytest.raises(ValueError, match=r"faces\.zip holds no images \(.jpg/.jpeg/.png/.webp/.bmp\), only "
+                                             r"faces/README\.txt"):
+            prepare_dataset(empty, local, copy_first=copy_first)
+        assert list(local.iterdir()) == []  # no extracted copy, no copied zip, no partial folder

@@ -315,6 +315,38 @@ def test_generate_is_deterministic_per_seed():
     assert (t - a[:3]).abs().max() > 1e-4 and torch.equal(t, generate(G, 3, seed=7, truncation=0.5))
 
 
+def test_truncation_centres_on_the_loaded_files_latent_avg(tmp_path):
+    from colab_utils.editing.catalog import _sample_w_plus
+    from colab_utils.editing.transfer import seeded_w_plus
+    from colab_utils.stylegan2 import mean_w, truncation_center
+
+    G = tiny_generator(32)
+    assert G.latent_avg is None and torch.equal(truncation_center(G), mean_w(G))
+    avg = torch.linspace(-1, 1, 16)
+    loaded = load_rosinality(export_rosinality(tmp_path / "g.pt", G, latent_avg=avg)).g_ema
+    assert torch.equal(loaded.latent_avg, avg[None]) and "latent_avg" not in loaded.state_dict()
+    assert torch.equal(truncation_center(loaded), avg[None])
+    # truncation 0 puts every sample exactly on the centre: the file's latent_avg, not the mean of seeded w
+    on_avg = generate(loaded, 2, seed=3, truncation=0.0)
+    assert torch.equal(on_avg[0], on_avg[1])
+    assert torch.equal(on_avg, generate(loaded, 2, seed=3, truncation=0.0, truncation_latent=avg))
+    assert (on_avg - generate(loaded, 2, seed=3, truncation=0.0, truncation_latent=mean_w(loaded))).abs().max() > 1e-3
+    # the editing code takes the same centre
+    w_avg = loaded.w_plus([avg[None]], input_is_latent=True).expand(2, -1, -1)
+    assert torch.equal(seeded_w_plus(loaded, 2, 5, truncation=0.0), w_avg)
+    assert torch.equal(_sample_w_plus(loaded, 2, 0, 0.0, None, 2, torch.device("cpu"))[0], w_avg)
+    assert not torch.equal(seeded_w_plus(G, 2, 5, truncation=0.0), w_avg)
+
+
+def test_stddev_group_note_only_when_the_official_grouping_differs():
+    from colab_utils.stylegan2.model import minibatch_stddev, stddev_group, stddev_group_note
+
+    assert [stddev_group(b) for b in (1, 2, 3, 4, 6, 8, 10, 12)] == [1, 2, 3, 4, 3, 4, 2, 4]
+    assert [b for b in range(1, 33) if stddev_group_note(b)] == [b for b in range(5, 33) if b % 4]
+    assert "groups of 3 are used instead" in stddev_group_note(6)
+    assert minibatch_stddev(torch.randn(6, 4, 2, 2)).shape == (6, 5, 2, 2)
+
+
 def test_style_mixing_grid_layout():
     G = tiny_generator(32)
     grid = style_mixing_grid(G, 3, 2, seed=1, cross_layers=(0, 4), padding=2)

@@ -155,6 +155,14 @@ def test_resumed_run_is_bit_exact(faces32, tmp_path):
     assert sorted(p.name for p in (tmp_path / "b").glob("ckpt-*.pt")) == ["ckpt-000000002.pt", "ckpt-000000004.pt"]
 
 
+def test_the_log_says_when_minibatch_stddev_groups_differ_from_the_official_code(faces32, tmp_path, capsys):
+    train(TrainConfig(**{**TINY, "batch": 6}, steps=1, augment=False), faces32, tmp_path / "six", progress=False)
+    assert ("StyleGAN2: minibatch stddev: D sees 6 images per step, which the official code cannot split into "
+            "groups of 4; groups of 3 are used instead") in capsys.readouterr().out
+    train(TrainConfig(**TINY, steps=1, augment=False), faces32, tmp_path / "eight", progress=False)
+    assert "minibatch stddev" not in capsys.readouterr().out
+
+
 def test_checkpoint_from_another_architecture_is_refused(faces32, tmp_path):
     from colab_utils.checkpoint import CheckpointMismatchError
 

@@ -91,6 +91,23 @@ def mean_error(a, b):
     return float(np.abs(a.astype(np.float32) - b.astype(np.float32)).mean())
 
 
+class NoFace:
+    """A landmarker that never finds a face."""
+
+    description = "finds no face"
+
+    def __call__(self, frame):
+        return None
+
+
+def test_a_video_without_a_face_warns(clip, tmp_path):
+    with pytest.warns(UserWarning, match=r"no face was found in any of the 10 frames of talk\.mp4: the output is "
+                                         r"the source unchanged") as caught:
+        summary = translate_video(clip, tmp_path / "out.mp4", Mirror(), landmarker=NoFace(), **FAST)
+    said = [str(w.message) for w in caught if "no face was found" in str(w.message)]
+    assert (summary.frames, summary.faces_found) == (10, 0) and len(said) == 1 and said[0] in summary.notes
+
+
 # ----------------------------------------------------------------------------------------------- faces mode
 
 def test_faces_output_keeps_frames_fps_and_sound_and_matches_the_model(clip, tmp_path):
@@ -303,6 +320,20 @@ def test_stargan_frame_model_uses_one_style_for_the_clip(tiny_nets):
         StarGANFrameModel.from_latent(tiny_nets)
     with pytest.raises(ValueError, match="domain must be"):
         StarGANFrameModel.from_latent(tiny_nets, domain=2)
+
+
+def test_a_high_pass_model_needs_its_fan_unless_asked_to_run_without_masks():
+    from colab_utils.stargan import FANRequiredError
+
+    torch.manual_seed(0)
+    config = StarGANConfig(img_size=32, style_dim=8, latent_dim=4, num_domains=2, w_hpf=1, max_conv_dim=32,
+                           base_dim=16, hidden_dim=32)
+    nets = build_nets(config, discriminator=False, fan=False).eval()
+    with pytest.raises(FANRequiredError, match="without_masks"):
+        StarGANFrameModel.from_latent(nets, domain=0)
+    nets.without_masks = True
+    model = StarGANFrameModel.from_latent(nets, domain=0)
+    assert not model.use_masks and model(torch.zeros(1, 3, 32, 32)).shape == (1, 3, 32, 32)
 
 
 def test_translate_video_with_stargan_nets(crop_clip, tmp_path, tiny_nets):

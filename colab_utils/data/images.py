@@ -321,6 +321,10 @@ def _extract(archive: Path, source: Path, into: Path):
     try:
         with zipfile.ZipFile(archive) as zf:
             members = [m for m in zf.infolist() if not m.is_dir() and not _hidden(Path(m.filename).parts)]
+            if not any(Path(m.filename).suffix.lower() in IMAGE_EXTENSIONS for m in members):
+                shown = ", ".join(m.filename for m in members[:5]) or "nothing"
+                raise ValueError(f"{source} holds no images ({'/'.join(IMAGE_EXTENSIONS)}), only {shown}"
+                                 f"{' ...' if len(members) > 5 else ''}: zip the folder of images itself")
             for member in tqdm(members, desc=f"extracting {source.name}", unit="file"):
                 zf.extract(member, into)
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
@@ -340,8 +344,8 @@ def prepare_dataset(source, local_dir=None, *, copy_first: bool | None = None) -
     (``copy_first=None``; True/False force it), then extracted into ``local_dir/<zip name>/`` (default
     :func:`default_data_dir`). A marker file records the zip's name, size and modification time, so
     calling this again for the same zip returns at once. The returned folder descends through a single
-    top-level folder of the zip. A missing path, another kind of file or a corrupt zip raises an error
-    naming it.
+    top-level folder of the zip. A missing path, another kind of file, a corrupt zip or one without images
+    raises an error naming it, and leaves nothing of it in ``local_dir``.
     """
     source = Path(source).expanduser()
     if not source.exists():

@@ -273,6 +273,8 @@ def _sample_w_plus(G, n_samples: int, seed: int, truncation: float, truncation_l
                    batch_size: int, device: torch.device) -> list[torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     if truncation < 1 and truncation_latent is None:
+        truncation_latent = getattr(G, "latent_avg", None)  # the loaded file's average w
+    if truncation < 1 and truncation_latent is None:
         z_mean = torch.randn(4096, G.style_dim, generator=generator).to(device)
         truncation_latent = torch.cat([G.get_latent(z) for z in z_mean.split(512)]).mean(0, keepdim=True)
     z = torch.randn(n_samples, G.style_dim, generator=generator)
@@ -288,8 +290,8 @@ def build_catalog(G, *, n_samples: int = 200, layer_resolution: int = 32, k: int
     """Build a :class:`Catalog` for generator ``G`` from ``n_samples`` random faces.
 
     ``layer_resolution``: where to cluster (the last styled conv at that size); ``k``: number of clusters;
-    ``truncation``: truncation of the sampled latents, around ``truncation_latent`` (by default the mean w of
-    4096 latents drawn from ``seed``); ``batch_size``: images rendered at once; ``device``: where to run (by
+    ``truncation``: truncation of the sampled latents, around ``truncation_latent`` (by default the loaded
+    file's ``G.latent_avg``, else the mean w of 4096 latents drawn from ``seed``); ``batch_size``: images rendered at once; ``device``: where to run (by
     default G's device). Everything random comes from ``seed``; noise is the generator's fixed noise. The
     samples are rendered twice (once to cluster, once to measure contributions) so only one layer's features
     are ever kept in memory, on the CPU in float16.

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from colab_utils.stylegan2.generate import mean_w, seeded_z
+from colab_utils.stylegan2.generate import seeded_z, truncation_center
 from colab_utils.viz import image_grid
 
 from .catalog import Catalog
@@ -61,8 +61,8 @@ def seeded_w_plus(G, n: int, seed: int, *, truncation: float = DEFAULT_TRUNCATIO
     """W+ [n, n_latent, style_dim] of ``n`` faces drawn from one seed (z from a seeded CPU generator, so the
     faces are the same on every device)."""
     z = seeded_z(G, n, seed)
-    if truncation < 1 and truncation_latent is None:
-        truncation_latent = mean_w(G)
+    if truncation < 1:
+        truncation_latent = truncation_center(G, truncation_latent)
     return G.w_plus([z.to(_device_of(G))], truncation=truncation, truncation_latent=truncation_latent)
 
 
@@ -218,8 +218,8 @@ class PartTransfer:
         self.G, self.catalog = G, catalog
         self.truncation = float(truncation)
         self.truncation_latent = truncation_latent
-        if self.truncation < 1 and self.truncation_latent is None:
-            self.truncation_latent = mean_w(G)
+        if self.truncation < 1:  # the loaded file's latent_avg by default
+            self.truncation_latent = truncation_center(G, truncation_latent)
         self._queries: dict[tuple, list[torch.Tensor]] = {}
         self.set_thresholds(rho, epsilon)
         self.set_target(target)

@@ -50,12 +50,21 @@ def mean_w(G: Generator, n_samples: int = MEAN_W_SAMPLES, seed: int = 0, device=
     return G.get_latent(seeded_z(G, n_samples, seed).to(device)).mean(0, keepdim=True)
 
 
-def _truncation_center(G, truncation, truncation_latent, device):
-    if truncation >= 1:
-        return None
+@torch.no_grad()
+def truncation_center(G: Generator, truncation_latent: torch.Tensor | None = None, device=None) -> torch.Tensor:
+    """The w that truncation pulls toward, [1, style_dim]: ``truncation_latent`` when given, else the
+    ``latent_avg`` of the file ``G`` was loaded from (``G.latent_avg``, set by ``load_rosinality``), else the
+    mean of 4096 seeded w (:func:`mean_w`)."""
+    device = _device(G, device)
+    if truncation_latent is None:
+        truncation_latent = getattr(G, "latent_avg", None)
     if truncation_latent is not None:
-        return truncation_latent.to(device)
+        return truncation_latent.reshape(1, -1).to(device)
     return mean_w(G, device=device)
+
+
+def _truncation_center(G, truncation, truncation_latent, device):
+    return None if truncation >= 1 else truncation_center(G, truncation_latent, device)
 
 
 def _check_count(name: str, value: int, minimum: int = 1) -> int:
@@ -80,8 +89,8 @@ def generate(G: Generator, n: int, seed: int = 0, truncation: float = 1.0, batch
              truncation_latent: torch.Tensor | None = None) -> torch.Tensor:
     """``n`` images [n, 3, size, size] in [-1, 1] (CPU float32), the same for the same seed.
 
-    ``truncation`` < 1 pulls w toward ``truncation_latent`` (a checkpoint's ``latent_avg``), or toward the
-    mean of 4096 seeded w when that is not given."""
+    ``truncation`` < 1 pulls w toward ``truncation_latent``; by default toward the loaded file's ``latent_avg``,
+    or the mean of 4096 seeded w for a generator without one (:func:`truncation_center`)."""
     _check_count("n", n)
     _check_count("batch_size", batch_size)
     device = _device(G, device)

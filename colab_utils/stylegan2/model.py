@@ -594,13 +594,34 @@ class ResBlock(nn.Module):
         return (self.conv2(self.conv1(x)) + self.skip(x)) * (1 / math.sqrt(2))
 
 
+def stddev_group(batch: int, group_size: int = 4) -> int:
+    """The group size :func:`minibatch_stddev` uses for ``batch`` images: the largest divisor of the batch not
+    above ``group_size``."""
+    return next(g for g in range(min(group_size, batch), 0, -1) if batch % g == 0)
+
+
+def stddev_group_note(batch: int, group_size: int = 4) -> str | None:
+    """A sentence for the training log when ``batch`` images per D call make :func:`minibatch_stddev` differ
+    from the official code, which groups ``min(group_size, batch)`` images and requires the batch to divide
+    into such groups (Karras et al. 2020; rosinality's port likewise); None when they agree."""
+    official = min(group_size, batch)
+    if batch % official == 0:
+        return None
+    return (f"minibatch stddev: D sees {batch} images per step, which the official code cannot split into groups "
+            f"of {official}; groups of {stddev_group(batch, group_size)} are used instead, so D's statistics "
+            f"differ slightly from the official model's (a batch per process that is a multiple of {official} "
+            f"matches it)")
+
+
 def minibatch_stddev(x: torch.Tensor, group_size: int = 4, num_features: int = 1) -> torch.Tensor:
     """Append the average feature standard deviation over groups of samples as extra channel(s).
 
-    Sample b is grouped with the samples b +- k*(B/G); G is the largest divisor of the batch not above
-    ``group_size`` (rosinality requires the batch to be divisible; for such batches the result is the same)."""
+    Sample b is grouped with the samples b +- k*(B/G); G is :func:`stddev_group` of the batch, the largest
+    divisor not above ``group_size``. The official code requires the batch to divide into groups of
+    ``min(group_size, B)``; for such batches the result is the same, for others :func:`stddev_group_note`
+    says how it differs."""
     b, c, h, w = x.shape
-    group = next(g for g in range(min(group_size, b), 0, -1) if b % g == 0)
+    group = stddev_group(b, group_size)
     y = x.reshape(group, -1, num_features, c // num_features, h, w)
     y = y.to(torch.promote_types(y.dtype, torch.float32))
     y = torch.sqrt(y.var(dim=0, unbiased=False) + 1e-8)          # [B/G, F, C/F, H, W]

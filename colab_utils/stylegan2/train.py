@@ -45,7 +45,7 @@ from .augment import AdaptiveAugment
 from .evaluate import PeriodicMetrics, real_statistics_for
 from .formats import LoadedStyleGAN, StyleGANFormatError, export_rosinality, load_rosinality
 from .generate import generate, mean_w
-from .model import Discriminator, Generator, check_size, default_channels, mixing_latents
+from .model import Discriminator, Generator, check_size, default_channels, mixing_latents, stddev_group_note
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 CACHE_LIMIT_BYTES = 1 << 30   # decoded datasets up to this size stay in memory
@@ -612,6 +612,9 @@ def train(config: TrainConfig, data: Any = "synthetic", run_dir: str | os.PathLi
     per_rank = distributed.per_rank_batch(config.batch, dist)
     distributed.per_rank_batch(max(1, config.batch // config.pl_batch_shrink), dist)  # the path-length batch
     progress, verbose = progress and dist.is_main, verbose and dist.is_main
+    stddev_note = stddev_group_note(per_rank, Discriminator.stddev_group)
+    if stddev_note and verbose:
+        print(f"StyleGAN2: {stddev_note}")
     device = resolve_device(config)
     if dist.enabled:
         device = dist.device(device)

@@ -344,6 +344,11 @@ def translate_video(src, out, model, *, reference=None, domain: int | None = Non
             raise VideoError(f"{src}: no frames between {start or 0.0:g} s and "
                              f"{'the end' if end is None else f'{end:g} s'} (the clip lasts {info.duration:.2f} s)")
     notes += [n for n in writer.notes if n not in notes]
+    if mode == "faces" and faces == 0:
+        message = (f"no face was found in any of the {frames} frames of {src.name}: the output is the source "
+                   f"unchanged (a larger, frontal face helps; mode='whole' takes frames that are face crops)")
+        warnings.warn(message, UserWarning, stacklevel=2)
+        notes.append(message)
 
     gif_path = None
     if gif is not None:
