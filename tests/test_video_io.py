@@ -101,6 +101,23 @@ def test_wide_shot_places_the_face_in_a_larger_frame(tmp_path):
     assert (labels[0] == 0).all() and (labels[:, 0] == 0).all() and (labels[:, -1] == 0).all()
 
 
+def test_portrait_clip_is_the_close_up_of_its_first_frame_face(tmp_path):
+    from colab_utils.data.synthetic import PARTS, sample_face_params
+
+    image, labels = next(iter(iter_synthetic_frames(0.4, FPS, size=64, seed=3, style="dark_brunette",
+                                                    preset="portrait")))
+    classic = next(iter(iter_synthetic_frames(0.4, FPS, size=64, seed=3, style="dark_brunette")))[1]
+    skin = PARTS.index("skin")
+    assert (labels == skin).mean() > 1.5 * (classic == skin).mean()     # a close-up: the face fills the frame
+    params = sample_face_params(3, "dark_brunette", preset="portrait")
+    assert params.zoom > 1.4 and set(np.unique(labels)) == set(range(len(PARTS)))
+    out = make_synthetic_video(tmp_path / "portrait.mp4", seconds=0.4, fps=FPS, size=64, audio=False,
+                               preset="portrait")
+    assert probe(out).n_frames == 10
+    with pytest.raises(ValueError, match="preset"):
+        next(iter(iter_synthetic_frames(0.4, FPS, size=64, preset="headshot")))
+
+
 def test_synthetic_video_rejects_odd_frame_sizes(tmp_path):
     with pytest.raises(ValueError, match="even"):
         make_synthetic_video(tmp_path / "odd.mp4", frame_size=(65, 48))
