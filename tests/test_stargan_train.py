@@ -375,6 +375,34 @@ def test_cli_train_sample_export(faces, tmp_path, capsys):
     assert Image.open(out / "reference.png").size == (5 * 32 + 6 * 2, 3 * 32 + 4 * 2)
 
 
+def test_a_high_pass_model_without_fan_is_an_error_unless_no_masks_is_asked(faces, tmp_path, capsys):
+    from colab_utils.checkpoint import CheckpointManager
+    from colab_utils.stargan import build_nets
+    from colab_utils.stargan.train import export_checkpoint
+
+    config = TrainConfig(**{**TINY, "w_hpf": 1.0}).model_config(2)
+    nets = build_nets(config, discriminator=False, fan=False)
+    run = tmp_path / "run"   # a run trained with a FAN file that is not on this machine
+    CheckpointManager(run, handle_signals=False, verbose=False).save(
+        3, {f"{name}_ema": nets[name] for name in ("generator", "mapping_network", "style_encoder")},
+        extra={"model": config.to_dict(), "domains": ["dark_brunette", "fair_blond"],
+               "fan_path": str(tmp_path / "elsewhere" / "wing.ckpt")})
+    with pytest.raises(FANRequiredError, match=r"ckpt-000000003\.pt: this StarGAN v2 model has w_hpf=1\.0"):
+        load_nets(run)
+    loaded = load_nets(run, without_masks=True)
+    assert loaded.fan is None and loaded.without_masks
+    assert translate(loaded, torch.zeros(1, 3, 32, 32), domain=0, seed=0).shape == (1, 3, 32, 32)
+    # writing the weights needs no FAN; loading the written file asks for one again
+    export_checkpoint(run, tmp_path / "x_nets_ema.ckpt")
+    with pytest.raises(FANRequiredError, match=r"x_nets_ema\.ckpt: .*w_hpf=1"):
+        load_official(tmp_path / "x_nets_ema.ckpt")
+    argv = ["sample", "--checkpoint", str(run), "--src", str(faces / "val" / "fair_blond"), "--ref",
+            str(faces / "val"), "--out", str(tmp_path / "out"), "--gif-steps", "0", "--max-images", "1"]
+    assert cli.main(argv) == 2
+    assert "--no-masks" in capsys.readouterr().err
+    assert cli.main(argv + ["--no-masks"]) == 0 and (tmp_path / "out" / "reference.png").is_file()
+
+
 def test_small_widths_round_trip_through_the_official_format(tmp_path):
     """base_dim / hidden_dim (small models) are read back from the tensors; parts of different models are refused."""
     from colab_utils.stargan import StarGANFormatError, build_nets, export_official

@@ -314,7 +314,7 @@ def test_cli_train_generate_export(tmp_path, capsys):
     assert (tmp_path / "walk.gif").stat().st_size > 0
     assert cli(["export", "--ckpt", str(run), "--out", str(tmp_path / "g.pt")]) == 0
     assert cli(["generate", "--ckpt", str(tmp_path / "grid.png")]) == 2
-    assert "grid.png is not a readable PyTorch checkpoint" in capsys.readouterr().err
+    assert "grid.png is damaged or not a PyTorch checkpoint" in capsys.readouterr().err
     assert cli(["train", "--data", str(tmp_path / "nowhere"), "--run-dir", str(tmp_path / "r2")]) == 2
     assert "nowhere does not exist" in capsys.readouterr().err
     loaded = load_rosinality(tmp_path / "g.pt", which="all")

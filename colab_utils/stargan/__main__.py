@@ -9,6 +9,8 @@ import types
 import typing
 from pathlib import Path
 
+from colab_utils import cli
+
 DESCRIPTION = """StarGAN v2 (Choi et al., CVPR 2020): train on your own domain folders across interrupted
 sessions, translate aligned faces with references or latent codes, align photos like CelebA-HQ, and export
 training checkpoints to the official clovaai/stargan-v2 file layout."""
@@ -70,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "disk and unpacked first)")
     train.add_argument("--run-dir", required=True, help="folder for checkpoints, sample grids, loss curves and "
                                                         "the exported *_nets_ema.ckpt")
-    train.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when present)")
+    cli.add_device_argument(train)
     train.add_argument("--stop-at", type=int, default=None, help="stop after this iteration with a checkpoint "
                                                                  "(default: run to --total-iters)")
     train.add_argument("--quiet", action="store_true", help="no progress bar or messages")
@@ -79,14 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
     sample = commands.add_parser("sample", help="reference-guided grid, latent-guided samples and the style "
                                                 "interpolation GIF",
                                  description="Translate aligned faces (use `align` first) with trained networks.")
-    sample.add_argument("--checkpoint", required=True, help="an official *_nets_ema.ckpt, one of our training "
-                                                            "checkpoints (ckpt-*.pt) or a training run folder")
+    cli.add_checkpoint_argument(sample, "--checkpoint", "--ckpt", help="an official *_nets_ema.ckpt, one of our "
+                                                                      "training checkpoints (ckpt-*.pt) or a "
+                                                                      "training run folder")
     sample.add_argument("--src", required=True, help="folder of aligned source faces")
     sample.add_argument("--ref", required=True, help="folder of aligned references in <domain>/ sub-folders "
                                                      "(e.g. ref/female, ref/male)")
     sample.add_argument("--out", required=True, help="output folder (reference.png, latent.png, ref_vid.gif)")
-    sample.add_argument("--fan", default=None, help="FAN weights (wing.ckpt) for models with w_hpf > 0")
-    sample.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when present)")
+    sample.add_argument("--fan", type=cli.existing_path, default=None,
+                        help="FAN weights (wing.ckpt) for models with w_hpf > 0")
+    sample.add_argument("--no-masks", action="store_true",
+                        help="run a w_hpf > 0 model without FAN face masks (not the official model's function)")
+    cli.add_device_argument(sample)
     sample.add_argument("--max-images", type=int, default=8, help="most sources and references per domain used "
                                                                   "(default: 8)")
     sample.add_argument("--latent-per-domain", type=int, default=2, help="latent codes per domain in latent.png "
@@ -115,19 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="write a training checkpoint as official *_nets_ema.ckpt / "
                                                 "*_nets_D.ckpt files")
-    export.add_argument("--checkpoint", required=True, help="one of our training checkpoints (ckpt-*.pt) or a "
-                                                            "training run folder (its newest checkpoint)")
+    cli.add_checkpoint_argument(export, "--checkpoint", "--ckpt", help="one of our training checkpoints "
+                                                                      "(ckpt-*.pt) or a training run folder (its "
+                                                                      "newest checkpoint)")
     export.add_argument("--out", required=True, help="the *_nets_ema.ckpt file to write (generator, mapping "
                                                      "network, style encoder: moving averages)")
     export.add_argument("--out-d", default=None, help="also write the discriminator to this *_nets_D.ckpt file")
-    export.add_argument("--fan", default=None, help="FAN weights (wing.ckpt) to include (w_hpf > 0 models)")
+    export.add_argument("--fan", type=cli.existing_path, default=None,
+                        help="FAN weights (wing.ckpt) to include (w_hpf > 0 models)")
     return parser
-
-
-def _device(name):
-    from colab_utils import runtime
-
-    return name or str(runtime.default_device())
 
 
 def run_train(args) -> int:
@@ -135,7 +137,7 @@ def run_train(args) -> int:
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     config = TrainConfig(**{k: (tuple(v) if k == "betas" else v) for k, v in vars(args).items() if k in fields})
-    result = train(config, args.data, args.run_dir, device=_device(args.device), stop_at=args.stop_at,
+    result = train(config, args.data, args.run_dir, device=str(cli.device_from(args.device)), stop_at=args.stop_at,
                    progress=not args.quiet, verbose=not args.quiet)
     if os.environ.get("RANK", "0") == "0":  # torchrun: rank 0 speaks for all processes
         state = "finished" if result.finished else f"stopped ({result.stop_reason})"
@@ -150,7 +152,8 @@ def run_sample(args) -> int:
 
     from .synthesize import latent_grid, load_nets, reference_grid, style_interpolation_gif
 
-    nets = load_nets(args.checkpoint, fan_path=args.fan, device=_device(args.device))
+    nets = load_nets(args.checkpoint, fan_path=args.fan, device=cli.device_from(args.device),
+                     without_masks=args.no_masks)
     size = nets.generator.img_size
     sources = ImageFolderDataset(args.src, size)
     src = torch.stack([sources[i] for i in range(min(len(sources), args.max_images))])
@@ -159,11 +162,12 @@ def run_sample(args) -> int:
     if known:
         unknown = [d for d in refs.domains if d not in known]
         if unknown:
-            raise SystemExit(f"{args.ref}: domain folders {unknown} are not among the model's domains {known}")
+            raise ValueError(f"{args.ref}: domain folders {unknown} are not among the model's domains {known}")
         index = {d: known.index(d) for d in refs.domains}
     else:
         if len(refs.domains) > nets.style_encoder.num_domains:
-            raise SystemExit(f"{args.ref} has {len(refs.domains)} domain folders, the model {nets.style_encoder.num_domains}")
+            raise ValueError(f"{args.ref} has {len(refs.domains)} domain folders, the model "
+                             f"{nets.style_encoder.num_domains}")
         index = {d: i for i, d in enumerate(refs.domains)}  # sorted names, as the official ImageFolder order
     picks = [i for d in range(len(refs.domains)) for i in refs.indices_of(d)[:args.max_images]]
     ref = torch.stack([refs[i][0] for i in picks])
@@ -221,8 +225,8 @@ def run_export(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return {"train": run_train, "sample": run_sample, "align": run_align, "export": run_export}[args.command](args)
+    return cli.run(build_parser(), {"train": run_train, "sample": run_sample, "align": run_align,
+                                    "export": run_export}, argv)
 
 
 if __name__ == "__main__":

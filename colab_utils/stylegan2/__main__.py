@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+from colab_utils import cli
+
 DEFAULTS = None  # filled lazily with TrainConfig() so `--help` shows the real defaults
 
 
@@ -111,7 +113,7 @@ def _add_train(sub) -> None:
                    help="NHWC memory format (default: on CUDA, where tensor cores want it; off on the CPU)")
     g.add_argument("--plain", action="store_true",
                    help="plain fp32 eager: no autocast, no channels_last, no fused Adam, no cuDNN autotuning")
-    g.add_argument("--device", default=d.device, help="auto (cuda when present), cuda, cuda:1, cpu or mps")
+    cli.add_device_argument(g, default=d.device)
     g.add_argument("--workers", type=int, default=d.workers,
                    help="data loader processes (default: 2 on a GPU for image folders too big to cache, else 0)")
     g = p.add_argument_group("pictures, checkpoints, session")
@@ -134,7 +136,7 @@ def _add_generate(sub) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description="Sample from a training checkpoint, a run folder (its newest checkpoint) or a "
                                    "rosinality .pt file (e.g. stylegan2-ffhq-config-f.pt).")
-    p.add_argument("--ckpt", type=Path, required=True, help="checkpoint file, run folder or rosinality .pt")
+    cli.add_checkpoint_argument(p, "--ckpt", "--checkpoint", help="checkpoint file, run folder or rosinality .pt")
     p.add_argument("--n", type=int, default=16, help="number of images")
     p.add_argument("--seed", type=int, default=0, help="latent seed: the same seed gives the same images")
     p.add_argument("--truncation", type=float, default=1.0,
@@ -145,7 +147,7 @@ def _add_generate(sub) -> None:
                    help="also write a looping latent walk through the --n seeds as .gif or .mp4")
     p.add_argument("--steps-per-pair", type=int, default=24, help="frames between two seeds of the walk")
     p.add_argument("--fps", type=float, default=24, help="frames per second of the walk")
-    p.add_argument("--device", default="auto", help="auto, cuda or cpu")
+    cli.add_device_argument(p)
 
 
 def _add_export(sub) -> None:
@@ -153,7 +155,7 @@ def _add_export(sub) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description="Write the networks of a training checkpoint (or the newest one of a run folder) "
                                    "as a rosinality/stylegan2-pytorch file: g_ema, g, d and latent_avg.")
-    p.add_argument("--ckpt", type=Path, required=True, help="training checkpoint file or run folder")
+    cli.add_checkpoint_argument(p, "--ckpt", "--checkpoint", help="training checkpoint file or run folder")
     p.add_argument("--out", type=Path, required=True, help="the .pt file to write")
     p.add_argument("--g-ema-only", action="store_true", help="only g_ema and latent_avg (a smaller file for sampling)")
 
@@ -188,9 +190,8 @@ def run_train(args) -> int:
         except FileNotFoundError:
             found = None
         if found is not None:
-            print(f"error: --resume fresh but {args.run_dir} already holds {found.name}: pick another --run-dir "
-                  f"or use --resume auto", file=sys.stderr)
-            return 2
+            raise ValueError(f"--resume fresh but {args.run_dir} already holds {found.name}: pick another "
+                             f"--run-dir or use --resume auto")
     data = args.data if args.data == "synthetic" else Path(args.data)
     result = train(config, data, args.run_dir, out_dir=args.out_dir, progress=not args.no_progress)
     if result.checkpoint is None:  # a rank other than 0 under torchrun: rank 0 reports
@@ -201,27 +202,20 @@ def run_train(args) -> int:
     return 0
 
 
-def _device(name: str):
-    from colab_utils import runtime
-
-    return runtime.default_device() if name == "auto" else name
-
-
 def run_generate(args) -> int:
     from colab_utils import viz
 
     from .generate import generate, save_interpolation
     from .train import load_checkpoint
 
-    device = _device(args.device)
-    net = load_checkpoint(args.ckpt, device=device)
-    images = generate(net.g_ema, args.n, seed=args.seed, truncation=args.truncation,
-                      truncation_latent=net.latent_avg)
+    device = cli.device_from(args.device)
+    net = load_checkpoint(args.checkpoint, device=device)
+    images = generate(net.g_ema, args.n, seed=args.seed, truncation=args.truncation)  # toward the file's latent_avg
     print(f"wrote {viz.save_grid(images, args.out, nrow=args.nrow)}")
     if args.interpolate is not None:
         seeds = [args.seed + i for i in range(max(2, args.n))]
         path = save_interpolation(net.g_ema, args.interpolate, seeds, args.steps_per_pair, args.truncation,
-                                  fps=args.fps, truncation_latent=net.latent_avg)
+                                  fps=args.fps)
         print(f"wrote {path}")
     return 0
 
@@ -231,7 +225,7 @@ def run_export(args) -> int:
     from .generate import mean_w
     from .train import load_checkpoint
 
-    net = load_checkpoint(args.ckpt)
+    net = load_checkpoint(args.checkpoint)
     latent_avg = net.latent_avg if net.latent_avg is not None else mean_w(net.g_ema)
     keep = not args.g_ema_only
     path = export_rosinality(args.out, net.g_ema, g=net.g if keep else None, d=net.d if keep else None,
@@ -241,15 +235,7 @@ def run_export(args) -> int:
 
 
 def main(argv=None) -> int:
-    from colab_utils.checkpoint import CheckpointCorruptError, CheckpointMismatchError, UnsafeCheckpointError
-
-    args = build_parser().parse_args(argv)
-    command = {"train": run_train, "generate": run_generate, "export": run_export}[args.command]
-    try:
-        return command(args)
-    except (OSError, ValueError, CheckpointMismatchError, CheckpointCorruptError, UnsafeCheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)  # bad input: the message names the file and the problem
-        return 2
+    return cli.run(build_parser(), {"train": run_train, "generate": run_generate, "export": run_export}, argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,157 @@
+"""What every ``python -m colab_utils.<tool>`` command line shares: the error handler and common arguments.
+
+    from colab_utils import cli
+
+    def build_parser():
+        parser = argparse.ArgumentParser(prog="python -m colab_utils.video")
+        commands = parser.add_subparsers(dest="command", required=True)
+        p = commands.add_parser("translate")
+        cli.add_checkpoint_argument(p, "--checkpoint", help="StarGAN v2 weights or a run folder")
+        cli.add_device_argument(p)
+        return parser
+
+    def run_translate(args) -> int:
+        device = cli.device_from(args.device)
+        ...
+
+    def main(argv=None) -> int:
+        return cli.run(build_parser(), {"translate": run_translate}, argv)
+
+What :func:`run` does with what a command raises:
+
+- a project error (:func:`project_errors`: a file that is missing, unsafe, damaged or of another model, bad
+  input the package checked, a failed download) prints ``<prog>: error: <message>`` as one line on stderr and
+  exits with :data:`EXIT_ERROR` (2, as argparse does for a bad command line);
+- Ctrl-C prints ``<prog>: interrupted`` and exits with :data:`EXIT_INTERRUPTED` (130);
+- anything else is a bug: its traceback is printed, then a line asking for a report, exit 1.
+
+Warnings print as ``<prog>: warning: <message>`` lines, without the source line Python shows.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+ISSUES_URL = "https://github.com/colab-utils/colab_utils/issues"
+EXIT_OK = 0
+EXIT_BUG = 1
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+DEVICE_HELP = "auto (cuda when present), cuda, cuda:1, cpu or mps"
+
+
+def project_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean bad input rather than a bug: every :class:`colab_utils.loading.CheckpointError`
+    (unsafe, damaged, another model's file), a checkpoint that could not be saved, a failed download, OS
+    errors (missing files, full disks), and ValueError, which the package raises for input it checked (its
+    format, image, video and face errors are ValueErrors)."""
+    from colab_utils.checkpoint import CheckpointSaveError
+    from colab_utils.hub import DownloadError
+    from colab_utils.loading import CheckpointError
+
+    errors: list[type[BaseException]] = [CheckpointError, CheckpointSaveError, DownloadError, OSError, ValueError]
+    try:
+        import torch
+
+        errors.append(torch.cuda.OutOfMemoryError)
+    except (ImportError, AttributeError):
+        pass
+    return tuple(errors)
+
+
+def one_line(err: BaseException) -> str:
+    """The error's message on one line (the lines of a multi-line report joined with "; ")."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    text = "; ".join(lines).replace(":; ", ": ") if lines else type(err).__name__
+    if type(err).__name__ == "OutOfMemoryError":
+        text = f"out of GPU memory: use a smaller batch or image size ({lines[0] if lines else ''})"
+    return text
+
+
+def _show_warning(prog: str):
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"{prog}: warning: {one_line(message) if isinstance(message, Warning) else message}",
+              file=file if file is not None else sys.stderr)
+    return show
+
+
+def call(func: Callable[..., int | None], *args, prog: str) -> int:
+    """``func(*args)`` under the shared handler (see the module docstring); returns the exit code."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning(prog)
+        try:
+            code = func(*args)
+            return EXIT_OK if code is None else int(code)
+        except KeyboardInterrupt:
+            print(f"\n{prog}: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except project_errors() as err:
+            print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
+            return EXIT_ERROR
+        except Exception as err:
+            traceback.print_exc()
+            print(f"{prog}: unexpected error ({type(err).__name__}). This is a bug in colab_utils: please report it "
+                  f"at {ISSUES_URL} with the command you ran and the traceback above.", file=sys.stderr)
+            return EXIT_BUG
+
+
+def run(parser: argparse.ArgumentParser, commands: Mapping[str, Callable[[argparse.Namespace], int | None]],
+        argv: Sequence[str] | None = None, *, dest: str = "command") -> int:
+    """Parse ``argv`` (argparse exits 2 itself on a bad command line) and run ``commands[args.<dest>]`` under
+    the shared handler. Returns the exit code, for ``sys.exit(main())``."""
+    args = parser.parse_args(argv)
+    return call(commands[getattr(args, dest)], args, prog=parser.prog)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Arguments every tool spells the same way
+# ---------------------------------------------------------------------------------------------------------
+
+def add_device_argument(parser, *flags: str, default: str = "auto", help: str | None = None) -> None:
+    """``--device`` (or ``flags``), read with :func:`device_from`."""
+    parser.add_argument(*(flags or ("--device",)), default=default,
+                        help=help or f"{DEVICE_HELP} (default: %(default)s)")
+
+
+def device_from(name: str | None):
+    """The ``torch.device`` a ``--device`` value names: ``auto`` (or None) is CUDA when present, else the CPU.
+    A device this machine lacks is a ValueError that says what to do."""
+    import torch
+
+    from colab_utils import runtime
+
+    if name is None or str(name).strip().lower() in ("", "auto"):
+        return runtime.default_device()
+    try:
+        device = torch.device(str(name).strip())
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {name!r} is not a device: use {DEVICE_HELP}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: no CUDA GPU is visible here (in Colab: Runtime > Change runtime "
+                             f"type > GPU); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                             f"numbered from 0")
+    if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"--device {name}: MPS is not available here; use --device cpu")
+    return device
+
+
+def existing_path(text: str) -> Path:
+    """An argparse ``type`` for a file or folder that must exist (a clear usage error otherwise)."""
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{path} does not exist")
+    return path
+
+
+def add_checkpoint_argument(parser, *flags: str, help: str, required: bool = True, dest: str = "checkpoint") -> None:
+    """A checkpoint argument (``--checkpoint`` unless ``flags`` say otherwise) whose value must exist; read it
+    with the model's loader, which goes through :func:`colab_utils.loading.safe_load`."""
+    parser.add_argument(*(flags or ("--checkpoint",)), dest=dest, type=existing_path, required=required,
+                        default=None, help=help)
