@@ -528,16 +528,13 @@ class CheckpointManager:
 
     @classmethod
     def for_run(cls, name: str, **kwargs) -> "CheckpointManager":
-        """A manager for run ``name``: local disk first, a Drive copy when Drive is mounted.
-
-        In Colab with Drive mounted: ``/content/runs/<name>`` staged to ``MyDrive/colab_utils/runs/<name>``;
-        elsewhere ``<project folder>/runs/<name>`` with no copy."""
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-            raise ValueError(f"run name must be letters, digits, '_', '.', '-', got {name!r}")
-        if runtime.in_colab() and runtime.drive_mounted():
-            kwargs.setdefault("drive_dir", runtime.project_dir("runs") / name)
-            return cls(Path("/content/runs") / name, **kwargs)
-        return cls(runtime.project_dir("runs") / name, **kwargs)
+        """A manager for run ``name`` in the folders :func:`colab_utils.runtime.run_folders` gives: in Colab
+        with Drive mounted ``/content/runs/<name>`` copied to ``MyDrive/colab_utils/runs/<name>``, elsewhere
+        ``<project folder>/runs/<name>`` with no copy."""
+        run_dir, drive_dir = runtime.run_folders(name)
+        if drive_dir is not None:
+            kwargs.setdefault("drive_dir", drive_dir)
+        return cls(run_dir, **kwargs)
 
     # ---- time -------------------------------------------------------------------------------------------
 

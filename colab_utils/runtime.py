@@ -7,8 +7,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import random
+import re
 from dataclasses import dataclass, asdict
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -84,6 +86,32 @@ def project_dir(name: str | None = None, *, drive_path: str = DRIVE_MOUNT, local
     if create:
         out.mkdir(parents=True, exist_ok=True)
     return out.resolve()
+
+
+COLAB_RUNS = "/content/runs"
+_RUN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+class RunFolders(NamedTuple):
+    """Where a training run lives: ``run_dir`` receives the checkpoints (fast local disk); ``drive_dir``, when
+    not None, receives a copy of each (Google Drive), so a new session finds the run again."""
+
+    run_dir: Path
+    drive_dir: Path | None
+
+
+def run_folders(name: str, *, drive_path: str = DRIVE_MOUNT, local_root: str | os.PathLike | None = None) -> RunFolders:
+    """The one rule for where run ``name`` lives, used by the notebooks and ``CheckpointManager.for_run``.
+
+    In Colab with Drive mounted: checkpoints are written to ``/content/runs/<name>`` (local disk: fast, and a
+    write never waits for Drive) and copied to ``MyDrive/colab_utils/runs/<name>``. Elsewhere:
+    ``./checkpoints/runs/<name>`` (or ``<local_root>/runs/<name>``), with no copy. The run's own folders are
+    not created here (the checkpoint manager does that)."""
+    if not isinstance(name, str) or not _RUN_NAME.fullmatch(name) or name in (".", ".."):
+        raise ValueError(f"run name must be letters, digits, '_', '.', '-', got {name!r}")
+    if local_root is None and in_colab() and drive_mounted(drive_path):
+        return RunFolders(Path(COLAB_RUNS) / name, project_dir("runs", drive_path=drive_path) / name)
+    return RunFolders(project_dir("runs", local_root=local_root) / name, None)
 
 
 @dataclass(frozen=True)

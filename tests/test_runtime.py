@@ -1,5 +1,6 @@
 import os
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +28,29 @@ def test_project_dir_local_and_drive(tmp_path, monkeypatch):
     (fake_drive / "MyDrive").mkdir(parents=True)
     got = runtime.project_dir("downloads", drive_path=str(fake_drive))
     assert got == (fake_drive / "MyDrive" / "colab_utils" / "downloads").resolve()
+
+
+def test_run_folders_is_the_one_rule_for_where_a_run_lives(tmp_path, monkeypatch):
+    from colab_utils.checkpoint import CheckpointManager
+
+    monkeypatch.chdir(tmp_path)
+    local = runtime.run_folders("faces")           # not Colab: ./checkpoints/runs/<name>, no Drive copy
+    assert local == ((tmp_path / "checkpoints" / "runs" / "faces").resolve(), None)
+    elsewhere = runtime.run_folders("faces", local_root=tmp_path / "x")
+    assert elsewhere.run_dir == (tmp_path / "x" / "runs" / "faces").resolve()
+    manager = CheckpointManager.for_run("faces", handle_signals=False, verbose=False)
+    assert (manager.run_dir, manager.drive_dir) == local
+    manager.close()
+    fake_drive = tmp_path / "drive"
+    (fake_drive / "MyDrive").mkdir(parents=True)
+    assert runtime.run_folders("faces", drive_path=str(fake_drive)).drive_dir is None  # mounted, but not Colab
+    monkeypatch.setattr(runtime, "in_colab", lambda: True)
+    run_dir, drive_dir = runtime.run_folders("faces", drive_path=str(fake_drive))
+    assert run_dir == Path("/content/runs/faces")  # Colab: fast local disk, copied to Drive
+    assert drive_dir == (fake_drive / "MyDrive" / "colab_utils" / "runs" / "faces").resolve()
+    for bad in ("", "a/b", "..", "my run"):
+        with pytest.raises(ValueError, match="run name must be"):
+            runtime.run_folders(bad)
 
 
 def test_describe_device_cpu_is_fp32():

@@ -37,14 +37,9 @@ device = info.device
     ("md", "## Google Drive\nCheckpoints are written to the fast local disk and copied to Drive in the background; "
            "sample grids, the progress GIF and the final export go straight to Drive."),
     ("code", '''
-from pathlib import Path
 drive = runtime.mount_drive()
-if SMOKE:
-    RUN_DIR, DRIVE_DIR = runtime.output_dir("run"), None
-elif runtime.in_colab() and runtime.drive_mounted():
-    RUN_DIR, DRIVE_DIR = Path("/content/runs") / RUN_NAME, runtime.project_dir("runs") / RUN_NAME
-else:
-    RUN_DIR, DRIVE_DIR = runtime.project_dir("runs") / RUN_NAME, None
+# Colab with Drive: /content/runs/RUN_NAME, copied to MyDrive/colab_utils/runs/RUN_NAME; else ./checkpoints/runs
+RUN_DIR, DRIVE_DIR = (runtime.output_dir("run"), None) if SMOKE else runtime.run_folders(RUN_NAME)
 OUT = runtime.output_dir(RUN_NAME)
 print("checkpoints:", RUN_DIR, "| Drive copy:", DRIVE_DIR, "| pictures:", OUT)
 '''),

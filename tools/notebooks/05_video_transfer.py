@@ -18,12 +18,14 @@ CELLS = [
 # Parameters. SMOKE is a tiny CPU configuration (CI and the README's main command set COLAB_UTILS_SMOKE=1).
 from colab_utils.runtime import smoke_mode
 SMOKE = smoke_mode()
+from colab_utils.stargan.demo import demo_model_path
+DEMO = SMOKE and demo_model_path() is not None   # smoke runs: the small StarGAN v2 shipped in assets/ (see below)
 CLIP = ""              # a video on Drive, e.g. "/content/drive/MyDrive/clips/me.mp4"; empty: see UPLOAD
 UPLOAD = False         # in Colab, pick a clip from your computer; otherwise the synthetic talking face is used
 REFERENCE = ""         # a face photo whose style to copy (aligned automatically); empty: a random style
-DOMAIN = 1             # CelebA-HQ: 0 female, 1 male (with REFERENCE: the reference's domain)
+DOMAIN = 1             # CelebA-HQ: 0 female, 1 male (with REFERENCE: the reference's domain); demo: 1 fair_blond
 SEED = 0               # picks the random style when there is no REFERENCE
-MODE = "faces"         # "faces" for footage; "whole" when the clip is already a face crop
+MODE = "whole" if DEMO else "faces"   # "faces" for footage; "whole" when the clip is already a face crop
 TEMPORAL_BLEND = 0.3   # 0: off; up to ~0.6: steadier faces, a little ghosting on fast motion
 START, END = None, None  # trim the clip (seconds)
 SPEED = 1.0            # 2.0 plays twice as fast (the sound keeps its pitch)
@@ -51,6 +53,9 @@ if CLIP:
 elif UPLOAD and runtime.in_colab():
     from google.colab import files
     clip = Path(next(iter(files.upload())))
+elif DEMO:   # a close-up of a dark-haired face, like the demo model's training images: it turns fair and blond
+    clip = make_synthetic_video(OUT / "talking_face.mp4", seconds=SYNTHETIC_SECONDS, fps=15, size=128,
+                                style="dark_brunette", preset="portrait")
 else:
     clip = make_synthetic_video(OUT / "talking_face.mp4", seconds=SYNTHETIC_SECONDS, fps=15 if SMOKE else 25,
                                 frame_size=(160, 120) if SMOKE else (512, 384), face_fraction=0.8)
@@ -80,16 +85,22 @@ viz.show(viz.image_grid(preview, nrow=4))
 '''),
     ("md", """## The model
 The official CelebA-HQ StarGAN v2 (downloaded once to Drive with its FAN for the face masks). The smoke run uses
-a tiny randomly initialised StarGAN instead unless the official file is already there: its "translation" is
-noise-like, but every step of the pipeline runs."""),
+the demo StarGAN v2 shipped in `assets/` instead unless the official file is already there: a small model trained on
+synthetic faces (`tools/train_stargan_demo.py`), loaded like the official files; without it, a randomly initialised
+one whose "translation" is noise-like, but every step of the pipeline runs."""),
     ("code", '''
 from colab_utils import hub
 from colab_utils.stargan import StarGANConfig, build_nets, load_official
+from colab_utils.stargan.demo import DEMO_NOTE, load_demo
 
 official = runtime.project_dir("downloads") / hub.resolve("stargan_v2_celeba_hq").filename
 if official.exists() or not SMOKE:
     nets, config = load_official(hub.download("stargan_v2_celeba_hq"), device=device,
                                  fan_path=hub.download("stargan_v2_wing"))
+elif DEMO:
+    nets = load_demo(device=device)   # an official-format file, read by the loader of the CelebA-HQ networks
+    config = nets.config
+    print("smoke mode:", DEMO_NOTE)
 else:
     config = StarGANConfig(img_size=64, style_dim=16, latent_dim=8, num_domains=2, w_hpf=0, max_conv_dim=64,
                            base_dim=16, hidden_dim=64)
@@ -103,7 +114,7 @@ from colab_utils.data.synthetic import make_faces
 from colab_utils.video import StarGANFrameModel
 
 reference = REFERENCE
-if not reference and SMOKE:            # exercise the reference path with a synthetic "photo"
+if not reference and SMOKE and not DEMO:   # exercise the reference path with a synthetic "photo"
     reference = OUT / "reference.png"
     Image.fromarray(make_faces(1, size=128, seed=7)[0][0]).save(reference)
 if reference:
