@@ -509,7 +509,7 @@ class DriveWriter:
                 self._progress_at = time.monotonic()
             error = self._run(job)
             failed = error is not None and error is not _SKIPPED
-            if failed:  # told before anyone can see the job waiting for its retry
+            if failed and not self._stopped:  # told before anyone can see the job waiting for its retry
                 job.attempts += 1
                 job.fault = _kind_of(error)
                 job.error = f"{FAULTS[job.fault][0]} ({_describe(error)})"
@@ -581,6 +581,8 @@ class DriveWriter:
                 problem = self._check(root)
                 if problem is not None:
                     raise DriveFault(problem[0], problem[1])
+            if self._stopped:  # abandoned by close(): its report says this file is not on Drive, so keep it so
+                raise DriveFault("hung", "abandoned when the writer closed")
             with job.lock if job.lock is not None else _NoLock():
                 if job.before_commit is not None:
                     job.before_commit(job.target)
@@ -772,7 +774,9 @@ class DriveWriter:
         if job.error is not None:
             return job.error
         if current is not None:
-            return f"it was still queued behind {current.label}, whose copy did not finish in {waited:.1f} s"
+            state = (f"on which Drive looks hung (no byte moved for {stalled:.1f} s)"
+                     if stalled >= self.stall_s or not moved else "which was still copying, slowly")
+            return f"it was still queued behind {current.label}, {state}"
         return f"it was still queued when the run stopped waiting ({waited:.1f} s)"
 
 

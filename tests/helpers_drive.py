@@ -159,6 +159,6 @@ def join_copy_threads(timeout: float = 10.0) -> bool:
     return not any(t.name in ("drive-writer", "drive-read") and t.is_alive() for t in threading.enumerate())
 
 
-FAULTS = {"ENOSPC": (errno.ENOSPC, "Google Drive is full"),
-          "ENOTCONN": (errno.ENOTCONN, "mount is stale"),
-          "EIO": (errno.EIO, "I/O error")}
+FAULTS = {"ENOSPC": (errno.ENOSPC, "Google Drive is full"),                        # errno, how the warning begins
+          "ENOTCONN": (errno.ENOTCONN, "the Google Drive mount is stale"),
+          "EIO": (errno.EIO, "Google Drive answered with an I/O error")}

@@ -221,7 +221,7 @@ def test_a_blocked_copy_is_abandoned_after_the_bound_and_reported_as_hung(tmp_pa
         assert report[0].startswith(f"export pic-0.png saved locally at {sources[0]}; the Drive copy failed because "
                                     f"Drive looks hung: the copy had moved no byte for")
         assert f"run `python -m colab_utils.drive copy {sources[0]} {remote}` to copy it" in report[0]
-        assert "it was still queued behind export pic-0.png" in report[1]
+        assert "it was still queued behind export pic-0.png, on which Drive looks hung (no byte moved for" in report[1]
         ok, reason = writer.call(lambda tick: 1, remote, "listing")
         assert not ok and "no progress" in reason  # reads do not queue behind a hung copy
     finally:
