@@ -458,6 +458,21 @@ def test_stargan_v2_diversity_is_zero_when_the_style_is_held_fixed(two_domains, 
     assert "FID_reference/mean" in saved.read_text()
 
 
+def test_references_follow_the_official_loader_order():
+    from colab_utils.metrics.stargan_v2 import _References
+
+    images = [torch.full((3, 1, 1), float(i)) for i in range(7)]
+
+    def ids(batch):
+        return batch[:, 0, 0, 0].int().tolist()
+
+    refs = _References(images, 3)  # 7 images in batches of 3: [0, 1, 2], [3, 4, 5], again (6 is dropped)
+    assert [ids(refs.next(3)) for _ in range(3)] == [[0, 1, 2], [3, 4, 5], [0, 1, 2]]
+    assert ids(refs.next(2)) == [3, 4]  # a batch cut to the two sources left
+    few = _References(images[:3], 32)  # fewer references than a batch: a window moving by one
+    assert [ids(few.next(3)) for _ in range(3)] == [[0, 1, 2], [1, 2, 0], [2, 0, 1]]
+
+
 def test_stargan_v2_protocol_refuses_unknown_domains(two_domains, tmp_path):
     root, nets, lpips = two_domains
     nets.domains = ["cats", "dogs"]

@@ -5,7 +5,8 @@ For every ordered pair of domains (source -> target), every validation image of 
 translated ``num_outs`` times (10 in the paper):
 - latent-guided: each output with a fresh latent code z through the mapping network;
 - reference-guided: each output with the style of the next batch of the target domain's validation images
-  (taken in order, whole batches only, cycling; one stream per target domain, as the official loader).
+  (taken in order, whole batches only, cycling; one stream per target domain, as the official loader; for
+  a domain with fewer images than a batch, a window over them that moves by one image per output).
 FID compares all outputs of a task with the target domain's **training** images (as the official code
 does); LPIPS diversity is the mean LPIPS over all pairs of the outputs of one source (AlexNet-LPIPS v0.1).
 The table gives every task and the mean over tasks, latent- and reference-guided side by side: the paper
@@ -19,7 +20,6 @@ as writing them to PNG files does.
 """
 from __future__ import annotations
 
-import itertools
 import json
 import os
 from dataclasses import dataclass, field
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from colab_utils.data.images import ImageFolderDataset
+from colab_utils.data.images import ImageFolderDataset, prepare_dataset
 
 from .dataset_stats import real_statistics
 from .features import check_extractor, features_of
@@ -107,10 +107,7 @@ def _domain_folders(root: Path) -> list[str]:
     return names
 
 
-def _split(root: str | os.PathLike, split: str) -> Path:
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"dataset folder {root} does not exist")
+def _split(root: Path, split: str) -> Path:
     return root / split if (root / split).is_dir() else root
 
 
@@ -135,18 +132,23 @@ def _batches(dataset, batch_size: int, limit: int | None = None):
         yield torch.stack([dataset[i] for i in range(start, min(start + batch_size, count))])
 
 
-def _reference_stream(dataset, batch_size: int):
-    """Whole batches of references in folder order, forever (the official loader with drop_last)."""
-    size = min(batch_size, len(dataset))
-    full = len(dataset) // size
-    for k in itertools.cycle(range(full)):
-        yield torch.stack([dataset[i] for i in range(k * size, (k + 1) * size)])
+class _References:
+    """The references of one target domain, in folder order. With at least ``batch_size`` images, whole
+    batches, cycling (the official loader with ``drop_last``; a batch is cut to the number of sources);
+    with fewer, a window that moves by one image per call, so the outputs of a source get different ones."""
 
+    def __init__(self, dataset, batch_size: int):
+        self.dataset, self.batch_size, self.position = dataset, batch_size, 0
 
-def _fit(refs: torch.Tensor, n: int) -> torch.Tensor:
-    if refs.shape[0] >= n:
-        return refs[:n]
-    return refs.repeat((n + refs.shape[0] - 1) // refs.shape[0], 1, 1, 1)[:n]
+    def next(self, n: int) -> torch.Tensor:
+        count = len(self.dataset)
+        if count >= self.batch_size:
+            start = (self.position % (count // self.batch_size)) * self.batch_size
+            self.position += 1
+            return torch.stack([self.dataset[i] for i in range(start, start + min(n, self.batch_size))])
+        picks = [(self.position + k) % count for k in range(n)]
+        self.position += 1  # a rotating window: source k gets reference k, k+1, k+2, ... over its outputs
+        return torch.stack([self.dataset[i] for i in picks])
 
 
 @torch.no_grad()
@@ -155,9 +157,9 @@ def evaluate_stargan_v2(nets, data_root: str | os.PathLike, *, modes=MODES, num_
                         seed: int = 0, same_style: bool = False, device=None, real_batch_size: int = 64,
                         progress: bool = True) -> StarGANEvaluation:
     """Run the protocol on ``nets`` (trained or official StarGAN v2 networks, e.g. from
-    :func:`colab_utils.stargan.synthesize.load_nets`) with the domain folders of ``data_root``:
-    ``val/<domain>/`` gives sources and references, ``train/<domain>/`` the real images for FID (``val/``
-    when there is no ``train/``).
+    :func:`colab_utils.stargan.synthesize.load_nets`) with the domain folders of ``data_root`` (a folder or a
+    zip of one): ``val/<domain>/`` gives sources and references, ``train/<domain>/`` the real images for FID
+    (``val/`` when there is no ``train/``).
 
     ``max_sources``: use only the first that many validation images per source domain (smoke runs; the
     protocol uses all). ``extractor``: FID features (default: the TensorFlow Inception-v3 through the hub);
@@ -183,7 +185,8 @@ def evaluate_stargan_v2(nets, data_root: str | os.PathLike, *, modes=MODES, num_
 
         lpips = lpips_model("alex", device, progress=progress)
     size = nets.generator.img_size
-    val_root, train_root = _split(data_root, "val"), _split(data_root, "train")
+    root = prepare_dataset(data_root)  # a folder as it is; a zip (on Drive) unpacked to local disk once
+    val_root, train_root = _split(root, "val"), _split(root, "train")
     domains = _domain_folders(val_root)
     index = _model_index(nets, domains)
     result = StarGANEvaluation(domains, num_outs=num_outs, extractor=extractor.name)
@@ -202,7 +205,7 @@ def evaluate_stargan_v2(nets, data_root: str | os.PathLike, *, modes=MODES, num_
         for target in domains:
             y = index[target]
             if mode == "reference":
-                refs = _reference_stream(ImageFolderDataset(val_root / target, size), batch_size)
+                refs = _References(ImageFolderDataset(val_root / target, size), batch_size)
             for source in (d for d in domains if d != target):
                 task = task_name(source, target)
                 sources = ImageFolderDataset(val_root / source, size)
@@ -221,7 +224,7 @@ def evaluate_stargan_v2(nets, data_root: str | os.PathLike, *, modes=MODES, num_
                                     z = torch.randn(n, latent_dim, generator=generator)
                                     style = style_codes(nets, y, z=z)
                                 else:
-                                    style = style_codes(nets, y, ref=_fit(next(refs), n).to(device))
+                                    style = style_codes(nets, y, ref=refs.next(n).to(device))
                             fake = translate(nets, x_src, style=style, batch_size=None)
                             outputs.append(fake)
                             stats.add(features_of(extractor, fake))

@@ -24,6 +24,7 @@ BATCH = 8 if SMOKE else 16
 KIMG = 0.064 if SMOKE else 5000  # training length, in thousands of real images shown to D
 AUGMENT = True                 # adaptive augmentation: keep on for datasets below ~30k images
 SAMPLE_EVERY = 8 if SMOKE else 500
+FID_EVERY_KIMG = 0.016 if SMOKE else 50  # FID/KID of 10k generated images this often; fid50k_full at the end
 SESSION_HOURS = 11.5           # stop with a checkpoint before Colab ends the session (ignored outside Colab)
 SEED = 0
 '''),
@@ -60,12 +61,18 @@ if SMOKE:
     config = TrainConfig(size=SIZE, batch=BATCH, channels=16, style_dim=16, n_mlp=2, kimg=KIMG, augment=AUGMENT,
                          sample_every=SAMPLE_EVERY, n_samples=8, r1_every=4, pl_every=2, log_every=1,
                          checkpoint_minutes=None,
-                         seed=SEED)
+                         seed=SEED, metrics_every_kimg=FID_EVERY_KIMG, metrics_images=32, metrics_final_images=64,
+                         metrics_batch=16)
 else:
     config = TrainConfig(size=SIZE, batch=BATCH, kimg=KIMG, augment=AUGMENT, sample_every=SAMPLE_EVERY,
                          checkpoint_minutes=10, seed=SEED, drive_dir=str(DRIVE_DIR) if DRIVE_DIR else None,
-                         session_hours=SESSION_HOURS if runtime.in_colab() else None)
-result = train(config, dataset, RUN_DIR, out_dir=OUT)
+                         session_hours=SESSION_HOURS if runtime.in_colab() else None, metrics_every_kimg=FID_EVERY_KIMG)
+from colab_utils import metrics
+# FID needs the Inception-v3 weights (91 MB, downloaded once to Drive); SMOKE mode stays offline with a small fixed
+# random network instead, whose numbers only compare this run's snapshots with each other.
+extractor = metrics.RandomFeatures() if SMOKE else None
+stats_dir = metrics.default_cache_dir(DATA) if str(DATA).endswith(".zip") else None  # real-image statistics beside the zip
+result = train(config, dataset, RUN_DIR, out_dir=OUT, extractor=extractor, stats_dir=stats_dir)
 print("step", result.step, "of", result.total, "| ADA p =", result.augment_p)
 '''),
     ("md", "## Samples\nThe same latent codes after every `SAMPLE_EVERY` steps: the newest grid, and the GIF of "
@@ -102,6 +109,21 @@ else:
                                       f"shipped: {reached}"])
     side.save(OUT / "this_run_vs_shipped.png")
     viz.show(side)
+'''),
+    ("md", "## Quality: FID during training\nEvery `FID_EVERY_KIMG` the G average is scored against all training "
+           "images (`fid10k_full`, `kid10k_full`; `fid50k_full` when the run completes). The history lives in the "
+           "checkpoints, so the curve spans every session (dashed lines: where a session resumed), and the best "
+           "snapshot so far is kept as `best-fid.pt` beside the samples."),
+    ("code", '''
+import json
+if SMOKE:
+    print("SMOKE mode: these FIDs use a small fixed random network instead of Inception-v3 (nothing downloaded), "
+          "so they compare this run's snapshots with each other, not with published FIDs")
+print(result.metrics.table())
+if result.fid_curve is not None:
+    viz.show(Image.open(result.fid_curve))
+best = next((p for p in (result.out_dir / "best-fid.json", result.run_dir / "best-fid.json") if p.is_file()), None)
+print("best snapshot:", json.loads(best.read_text()) if best else "none yet")
 '''),
     ("code", '''
 print("loss curves:", result.curves)  # d, g: the two losses; real/fake: mean D logits; r1, pl: penalties; p: ADA
