@@ -229,6 +229,18 @@ def test_box_detectors_are_tried_in_order_then_the_whole_face_crop_with_a_warnin
         assert FaceBoxDetector([first], whole_image_fallback=False)(np.zeros((100, 100, 3), np.uint8)) is None
 
 
+def test_a_machine_without_detectors_says_so(monkeypatch):
+    for name in ("mediapipe", "cv2", "dlib"):
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.warns(UserWarning, match=r"no face detector on this machine \(missing: mediapipe \(not importable\), "
+                                         r"OpenCV \(not installed\), dlib \(not installed\)\): only pictures that are "
+                                         r"already face crops are found \(pip install dlib-bin"):
+        detector = FaceBoxDetector()
+    assert detector.available == []
+    landmarker = FANLandmarks(DotFAN(), box_detector=detector)
+    assert landmarker.description == "FAN; face boxes: no detector, else the whole picture if it is a face crop"
+
+
 def test_box_crop_matrix_frames_the_box_like_celeba():
     box = FaceBox(100.0, 50.0, 80.0, 80.0, "dlib hog")
     cx, cy, side = box.crop_square()
@@ -243,7 +255,7 @@ def test_box_crop_matrix_frames_the_box_like_celeba():
 def test_real_detectors_find_every_celeba_face(shared_dir, build):
     detect, name = build()
     if detect is None:
-        pytest.skip(name)
+        pytest.skip(f"face detector unavailable here: {name}")
     for path in celeba_photos(shared_dir, 8):
         image = np.asarray(Image.open(path).convert("RGB"))
         box = detect(image)

@@ -73,9 +73,12 @@ def mediapipe_detector() -> tuple[Detector | None, str]:
     """MediaPipe face detection, or ``(None, why not)``."""
     try:
         import mediapipe as mp  # type: ignore[import-not-found]
+    except Exception:
+        return None, "mediapipe (not importable)"
+    try:
         detection = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
-    except Exception as exc:  # missing, or a release without the bundled models (>= 0.10.30)
-        return None, f"mediapipe face detection unavailable ({type(exc).__name__}: {exc})"
+    except Exception as exc:  # a release without the bundled models (>= 0.10.30), or a broken install
+        return None, f"mediapipe (no bundled face detection: {type(exc).__name__})"
 
     def detect(image):
         result = detection.process(np.ascontiguousarray(image))
@@ -92,14 +95,14 @@ def haar_detector() -> tuple[Detector | None, str]:
     try:
         import cv2  # type: ignore[import-not-found]
     except ImportError:
-        return None, "OpenCV is not installed"
+        return None, "OpenCV (not installed)"
     folder = getattr(getattr(cv2, "data", None), "haarcascades", None)
     path = Path(folder) / "haarcascade_frontalface_default.xml" if folder else None
     if path is None or not path.is_file():
-        return None, f"OpenCV {cv2.__version__} ships no Haar cascade files"
+        return None, f"OpenCV {getattr(cv2, '__version__', '')} (no Haar cascade files)"
     cascade = cv2.CascadeClassifier(str(path))
     if cascade.empty():
-        return None, f"OpenCV could not read {path}"
+        return None, f"OpenCV (cannot read {path})"
 
     def detect(image):
         small, factor = _downscaled(image)
@@ -115,9 +118,12 @@ def dlib_detector() -> tuple[Detector | None, str]:
     """dlib's HOG frontal face detector (no model file needed), or ``(None, why not)``."""
     try:
         import dlib  # type: ignore[import-not-found]
+    except Exception:
+        return None, "dlib (not installed)"
+    try:
         hog = dlib.get_frontal_face_detector()
     except Exception as exc:
-        return None, f"dlib unavailable ({type(exc).__name__}: {exc})"
+        return None, f"dlib (no frontal face detector: {type(exc).__name__})"
 
     def detect(image):
         small, factor = _downscaled(image)
@@ -153,9 +159,9 @@ class FaceBoxDetector:
         self.detectors = list(detectors)
         self.whole_image_fallback = whole_image_fallback
         if built and not self.detectors:
-            warnings.warn("no face detector on this machine (" + "; ".join(self.unavailable) + "): only pictures "
-                          "that are already face crops can be aligned (pip install opencv-python-headless<5 or "
-                          "dlib-bin for one)", UserWarning, stacklevel=2)
+            warnings.warn("no face detector on this machine (missing: " + ", ".join(self.unavailable) + "): only "
+                          "pictures that are already face crops are found (pip install dlib-bin, or "
+                          "'opencv-python-headless<5', adds one)", UserWarning, stacklevel=2)
 
     @property
     def available(self) -> list[str]:

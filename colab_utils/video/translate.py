@@ -122,7 +122,8 @@ def landmarks_summary(landmarker) -> str:
     text = getattr(landmarker, "description", None) or getattr(landmarker, "__name__", type(landmarker).__name__)
     calls, detections = getattr(landmarker, "calls", None), getattr(landmarker, "detections", None)
     if calls and detections is not None:
-        text += f"; face detector ran on {detections} of {calls} frames (tracking in between)"
+        text += f"; face detector ran on {detections} of {calls} frames"
+        text += " (tracking in between)" if detections < calls else ""
     return text
 
 
