@@ -126,3 +126,50 @@ def test_generated_images_depend_on_the_index_only():
     assert torch.equal(sample(8, 4), first)
     assert not torch.equal(sample(0, 4), first)
     assert metric_names(50_000) == ("fid50k_full", "kid50k_full") and metric_names(24)[0] == "fid24_full"
+
+
+def test_cli_evaluate_scores_checkpoints_and_prints_the_history(tmp_path, capsys):
+    from colab_utils.data.synthetic import write_image_folder
+    from colab_utils.stylegan2.__main__ import main as cli
+
+    folder = write_image_folder(tmp_path / "faces", 16, size=32, seed=0)
+    config = TrainConfig(**{**TINY, "synthetic_images": 16}, **METRICS, steps=2)
+    result = train(config, folder, tmp_path / "run", progress=False, verbose=False, extractor=RandomFeatures())
+    assert (folder / ".colab_utils_stats").is_dir()  # the real statistics were cached beside the images
+    recorded = {r["metric"]: r["value"] for r in result.metrics.records if r["metric"].endswith("24_full")}
+
+    args = ["evaluate", "--ckpt", str(tmp_path / "run"), "--data", str(folder), "--n", "24", "--batch", "8",
+            "--extractor", "random", "--device", "cpu", "--json", str(tmp_path / "fid.json")]
+    assert cli(args) == 0
+    out = capsys.readouterr().out
+    assert "metric history of" in out and "fid16_full" in out and "not comparable with published FIDs" in out
+    written = json.loads((tmp_path / "fid.json").read_text())
+    assert written["fid24_full"] == pytest.approx(recorded["fid24_full"], rel=1e-6)
+    assert f"fid24_full: {written['fid24_full']:.6g}" in out
+
+    assert cli(["evaluate", "--ckpt", str(tmp_path / "run" / "best-fid.pt"), "--data", str(folder), "--n", "16",
+                "--batch", "8", "--extractor", "random", "--no-kid"]) == 0  # a rosinality file: no history
+    out = capsys.readouterr().out
+    assert "metric history" not in out and "fid16_full: " in out and "kid16_full" not in out
+    assert cli(["evaluate", "--ckpt", str(tmp_path / "run"), "--history"]) == 0
+    assert "fid24_full" in capsys.readouterr().out
+    assert cli(["evaluate", "--ckpt", str(tmp_path / "run" / "best-fid.pt"), "--history"]) == 2
+    assert "has no metric history" in capsys.readouterr().err
+    assert cli(["evaluate", "--ckpt", str(tmp_path / "run"), "--data", str(tmp_path / "nowhere"),
+                "--extractor", "random"]) == 2
+    assert "nowhere does not exist" in capsys.readouterr().err
+    assert cli(["evaluate", "--ckpt", str(tmp_path / "run"), "--data", str(folder), "--n", "1",
+                "--extractor", "random"]) == 2
+    assert "n must be an int >= 2" in capsys.readouterr().err
+
+
+def test_cli_train_takes_the_metric_options():
+    from colab_utils.stylegan2.__main__ import _config, build_parser
+
+    args = build_parser().parse_args(["train", "--metrics-every-kimg", "none", "--metrics-final-images", "none",
+                                      "--no-metrics-kid", "--metrics-images", "5000", "--stats-dir", "stats"])
+    config = _config(args)
+    assert (config.metrics_every_kimg, config.metrics_final_images, config.metrics_kid, config.metrics_images) == \
+        (None, None, False, 5000)
+    defaults = _config(build_parser().parse_args(["train"]))
+    assert (defaults.metrics_every_kimg, defaults.metrics_images, defaults.metrics_final_images) == (50.0, 10_000, 50_000)

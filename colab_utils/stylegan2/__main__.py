@@ -1,8 +1,9 @@
-"""Command line: ``python -m colab_utils.stylegan2 train|generate|export``.
+"""Command line: ``python -m colab_utils.stylegan2 train|generate|export|evaluate``.
 
     python -m colab_utils.stylegan2 train --data faces.zip --run-dir runs/faces --size 256 --kimg 5000
     python -m colab_utils.stylegan2 generate --ckpt runs/faces --n 16 --out samples.png --interpolate walk.gif
     python -m colab_utils.stylegan2 export --ckpt runs/faces --out faces-256.pt
+    python -m colab_utils.stylegan2 evaluate --ckpt runs/faces --data faces.zip       # fid50k_full, kid50k_full
 
 ``train`` continues the newest checkpoint in ``--run-dir`` by itself, so the same command works after a
 disconnect or under ``nohup``; SIGTERM / Ctrl-C stop it with a checkpoint.
@@ -45,6 +46,10 @@ def _channels(text: str):
 
 def _optional_float(text: str):
     return None if text.lower() in ("none", "off") else float(text)
+
+
+def _optional_int(text: str):
+    return None if text.lower() in ("none", "off") else int(text)
 
 
 def _add_train(sub) -> None:
@@ -129,6 +134,20 @@ def _add_train(sub) -> None:
     g.add_argument("--session-hours", type=float, default=d.session_hours,
                    help="stop with a checkpoint shortly before this many hours (Colab: about 11.5)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar (log files)")
+    g = p.add_argument_group("quality metrics (FID / KID of the G average against every training image)")
+    g.add_argument("--metrics-every-kimg", type=_optional_float, default=d.metrics_every_kimg,
+                   help="thousands of images between evaluations ('none': never); the history is kept in the "
+                        "checkpoints and the best snapshot as best-fid.pt")
+    g.add_argument("--metrics-images", type=int, default=d.metrics_images,
+                   help="generated images of each periodic evaluation (fid10k_full with 10000)")
+    g.add_argument("--metrics-final-images", type=_optional_int, default=d.metrics_final_images,
+                   help="generated images of the evaluation when the run completes ('none': skip it)")
+    g.add_argument("--metrics-kid", action=argparse.BooleanOptionalAction, default=d.metrics_kid,
+                   help="KID beside every FID")
+    g.add_argument("--metrics-batch", type=int, default=d.metrics_batch, help="images per metric batch")
+    g.add_argument("--stats-dir", type=Path, default=None,
+                   help="where the real images' feature statistics are cached (default: beside a zip, inside a "
+                        "folder)")
 
 
 def _add_generate(sub) -> None:
@@ -160,13 +179,38 @@ def _add_export(sub) -> None:
     p.add_argument("--g-ema-only", action="store_true", help="only g_ema and latent_avg (a smaller file for sampling)")
 
 
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="FID / KID of a checkpoint against a dataset",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="fid50k_full and kid50k_full (50,000 generated images against every real image, as "
+                                   "NVlabs' StyleGAN2 reports them) of a training checkpoint, a run folder (its "
+                                   "newest checkpoint) or a rosinality .pt file. A training checkpoint's metric "
+                                   "history is printed first.")
+    cli.add_checkpoint_argument(p, "--ckpt", "--checkpoint", help="checkpoint file, run folder or rosinality .pt")
+    p.add_argument("--data", help="the real images: an image folder, a .zip of one, or 'synthetic' (required "
+                                  "unless --history)")
+    p.add_argument("--n", type=int, default=50_000, help="generated images")
+    p.add_argument("--kid", action=argparse.BooleanOptionalAction, default=True, help="KID beside FID")
+    p.add_argument("--batch", type=int, default=32, help="images per batch")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated images")
+    p.add_argument("--extractor", choices=("inception", "random"), default="inception",
+                   help="inception: the standard FID network (weights downloaded once); random: a small fixed "
+                        "random network, offline, whose numbers compare only with each other")
+    p.add_argument("--stats-dir", type=Path, default=None,
+                   help="where the real images' statistics are cached (default: beside a zip, inside a folder)")
+    p.add_argument("--history", action="store_true", help="only print the metric history of a training checkpoint")
+    p.add_argument("--json", type=Path, default=None, help="also write the values to this JSON file")
+    cli.add_device_argument(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m colab_utils.stylegan2", description=__doc__.split("\n\n")[0],
                                      epilog="Run '<command> --help' for the options of each command.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,generate,export}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,generate,export,evaluate}")
     _add_train(sub)
     _add_generate(sub)
     _add_export(sub)
+    _add_evaluate(sub)
     return parser
 
 
@@ -193,7 +237,8 @@ def run_train(args) -> int:
             raise ValueError(f"--resume fresh but {args.run_dir} already holds {found.name}: pick another "
                              f"--run-dir or use --resume auto")
     data = args.data if args.data == "synthetic" else Path(args.data)
-    result = train(config, data, args.run_dir, out_dir=args.out_dir, progress=not args.no_progress)
+    result = train(config, data, args.run_dir, out_dir=args.out_dir, progress=not args.no_progress,
+                   stats_dir=args.stats_dir)
     if result.checkpoint is None:  # a rank other than 0 under torchrun: rank 0 reports
         return 0
     print(f"checkpoint: {result.checkpoint}")
@@ -234,8 +279,54 @@ def run_export(args) -> int:
     return 0
 
 
+def _stored_history(path: Path):
+    """The metric history inside a training checkpoint (or a run folder's newest), else None."""
+    from colab_utils.checkpoint import FORMAT, safe_load
+    from colab_utils.metrics import MetricHistory
+
+    from .train import latest_checkpoint
+
+    path = latest_checkpoint(path) if path.is_dir() else path
+    payload = safe_load(path)
+    if not (isinstance(payload, dict) and payload.get("format") == FORMAT):
+        return None
+    return MetricHistory.from_state(payload.get("extra", {}).get("metrics"))
+
+
+def run_evaluate(args) -> int:
+    from colab_utils import metrics
+
+    from .evaluate import evaluate_checkpoint
+
+    history = _stored_history(args.checkpoint)
+    if history is not None:
+        print(f"metric history of {args.checkpoint}:\n{history.table()}")
+    elif args.history:
+        raise ValueError(f"{args.checkpoint} is not a training checkpoint of colab_utils: it has no metric history")
+    if args.history:
+        return 0
+    if args.data is None:
+        raise ValueError("evaluate needs --data (the real images the generator was trained on)")
+    device = cli.device_from(args.device)
+    extractor = metrics.RandomFeatures().to(device) if args.extractor == "random" else None
+    if extractor is not None:
+        print("features: a small fixed random network (--extractor random): not comparable with published FIDs")
+    data = args.data if args.data == "synthetic" else Path(args.data)
+    values = evaluate_checkpoint(args.checkpoint, data, n=args.n, kid=args.kid, extractor=extractor, device=device,
+                                 batch_size=args.batch, seed=args.seed, stats_dir=args.stats_dir)
+    for name, value in values.items():
+        print(f"{name}: {value:.6g}")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"checkpoint": str(args.checkpoint), "data": str(args.data), **values},
+                                        indent=1) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
 def main(argv=None) -> int:
-    return cli.run(build_parser(), {"train": run_train, "generate": run_generate, "export": run_export}, argv)
+    return cli.run(build_parser(), {"train": run_train, "generate": run_generate, "export": run_export,
+                                    "evaluate": run_evaluate}, argv)
 
 
 if __name__ == "__main__":
