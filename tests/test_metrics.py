@@ -4,6 +4,7 @@ StarGAN v2's evaluation protocol. Every metric runs on an injected deterministic
 from __future__ import annotations
 
 import hashlib
+import json
 import io
 import shutil
 from unittest import mock
@@ -483,3 +484,26 @@ def test_stargan_v2_protocol_refuses_unknown_domains(two_domains, tmp_path):
         del nets.domains
     with pytest.raises(FileNotFoundError, match="does not exist"):
         metrics.evaluate_stargan_v2(nets, tmp_path / "nowhere", extractor=RandomFeatures(), lpips=lpips)
+
+
+def test_stargan_cli_evaluate_prints_the_table(two_domains, tmp_path, capsys):
+    from colab_utils.stargan.__main__ import main as cli
+    from colab_utils.stargan.formats import export_official
+
+    root, nets, _ = two_domains
+    weights = export_official(nets, tmp_path / "000004_nets_ema.ckpt")
+    args = ["evaluate", "--checkpoint", str(weights), "--data", str(root), "--num-outs", "2", "--batch", "2",
+            "--max-sources", "2", "--extractor", "random", "--lpips", "random", "--device", "cpu",
+            "--out", str(tmp_path / "eval.json")]
+    assert cli(args) == 0
+    out = capsys.readouterr().out
+    assert "not with the paper" in out and "latent-guided" in out and "reference-guided" in out
+    saved = json.loads((tmp_path / "eval.json").read_text())["official"]
+    assert {"FID_latent/mean", "LPIPS_reference/mean"} <= set(saved)
+    mean_row = next(line for line in out.splitlines() if line.startswith("mean"))
+    assert f"{saved['FID_latent/mean']:.2f}" in mean_row
+    assert cli(args[:-2] + ["--mode", "latent"]) == 0
+    assert "reference-guided" not in capsys.readouterr().out
+    assert cli(["evaluate", "--checkpoint", str(weights), "--data", str(tmp_path / "nowhere"), "--extractor",
+                "random", "--lpips", "random"]) == 2
+    assert "nowhere does not exist" in capsys.readouterr().err

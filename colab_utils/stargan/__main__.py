@@ -1,4 +1,4 @@
-"""Command line for StarGAN v2: ``python -m colab_utils.stargan train|sample|align|export --help``."""
+"""Command line for StarGAN v2: ``python -m colab_utils.stargan train|sample|align|export|evaluate --help``."""
 from __future__ import annotations
 
 import argparse
@@ -20,7 +20,8 @@ EXAMPLES = """examples:
   python -m colab_utils.stargan train --data faces.zip --run-dir runs/me --fan-path wing.ckpt
   torchrun --nproc_per_node=4 -m colab_utils.stargan train --data faces.zip --run-dir runs/me --batch 32
   python -m colab_utils.stargan sample --checkpoint runs/me --src aligned/ --ref refs/ --out results/
-  python -m colab_utils.stargan export --checkpoint runs/me --out 100000_nets_ema.ckpt"""
+  python -m colab_utils.stargan export --checkpoint runs/me --out 100000_nets_ema.ckpt
+  python -m colab_utils.stargan evaluate --checkpoint 100000_nets_ema.ckpt --fan wing.ckpt --data celeba_hq/"""
 
 
 def _parse_bool(text: str) -> bool | None:
@@ -62,7 +63,8 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m colab_utils.stargan", description=DESCRIPTION,
                                      epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,align,export}")
+    commands = parser.add_subparsers(dest="command", required=True,
+                                     metavar="{train,sample,align,export,evaluate}")
 
     train = commands.add_parser("train", help="train or continue training on domain folders",
                                 description="Train StarGAN v2 on DATA (a folder or .zip with train/<domain>/ "
@@ -129,7 +131,42 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out-d", default=None, help="also write the discriminator to this *_nets_D.ckpt file")
     export.add_argument("--fan", type=cli.existing_path, default=None,
                         help="FAN weights (wing.ckpt) to include (w_hpf > 0 models)")
+    _add_evaluate(commands)
     return parser
+
+
+def _add_evaluate(commands) -> None:
+    evaluate = commands.add_parser(
+        "evaluate", help="the paper's FID and LPIPS for every ordered pair of domains",
+        description="StarGAN v2's evaluation protocol (the official --mode eval): every validation image of a "
+                    "domain is translated into every other domain --num-outs times, with random latent codes and "
+                    "with the target domain's validation images as references; FID against the target domain's "
+                    "training images and LPIPS diversity, per task and the mean, as in the paper's tables.")
+    cli.add_checkpoint_argument(evaluate, "--checkpoint", "--ckpt", help="an official *_nets_ema.ckpt, one of our "
+                                                                        "training checkpoints (ckpt-*.pt) or a "
+                                                                        "training run folder")
+    evaluate.add_argument("--data", required=True, help="dataset folder or .zip with val/<domain>/ (sources and "
+                                                        "references) and train/<domain>/ (real images for FID)")
+    evaluate.add_argument("--fan", type=cli.existing_path, default=None,
+                          help="FAN weights (wing.ckpt) for models with w_hpf > 0")
+    evaluate.add_argument("--mode", choices=("both", "latent", "reference"), default="both",
+                          help="latent-guided, reference-guided or both (default: both)")
+    evaluate.add_argument("--num-outs", type=int, default=10, help="outputs per source image (default: 10, as the "
+                                                                   "paper)")
+    evaluate.add_argument("--batch", type=int, default=32, help="source images per batch, and the reference batch "
+                                                                "(the official --val_batch_size; default: 32)")
+    evaluate.add_argument("--max-sources", type=int, default=None,
+                          help="a quick look: only the first N validation images per domain (default: all of "
+                               "them, the protocol)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the latent codes (default: 0)")
+    evaluate.add_argument("--extractor", choices=("inception", "random"), default="inception",
+                          help="FID features: inception (the standard network, weights downloaded once) or random "
+                               "(a small fixed random network, offline; numbers not comparable with the paper)")
+    evaluate.add_argument("--lpips", choices=("alex", "random"), default="alex",
+                          help="alex: AlexNet-LPIPS v0.1 as the paper (ImageNet weights downloaded once); random: a "
+                               "random AlexNet, offline (numbers not comparable)")
+    evaluate.add_argument("--out", type=Path, default=None, help="write the values (official JSON keys) here")
+    cli.add_device_argument(evaluate)
 
 
 def run_train(args) -> int:
@@ -224,9 +261,31 @@ def run_export(args) -> int:
     return 0
 
 
+def run_evaluate(args) -> int:
+    from colab_utils import metrics
+
+    from .synthesize import load_nets
+
+    device = cli.device_from(args.device)
+    nets = load_nets(args.checkpoint, fan_path=args.fan, device=device)
+    extractor = metrics.RandomFeatures().to(device) if args.extractor == "random" else None
+    lpips = metrics.LPIPS("alex").to(device) if args.lpips == "random" else None
+    if extractor is not None or lpips is not None:
+        print("random networks in the metrics (--extractor random / --lpips random): the numbers compare models "
+              "with each other, not with the paper")
+    modes = ("latent", "reference") if args.mode == "both" else (args.mode,)
+    result = metrics.evaluate_stargan_v2(nets, args.data, modes=modes, num_outs=args.num_outs, batch_size=args.batch,
+                                         max_sources=args.max_sources, extractor=extractor, lpips=lpips,
+                                         seed=args.seed, device=device)
+    print(result.table())
+    if args.out is not None:
+        print(f"wrote {result.save(args.out)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     return cli.run(build_parser(), {"train": run_train, "sample": run_sample, "align": run_align,
-                                    "export": run_export}, argv)
+                                    "export": run_export, "evaluate": run_evaluate}, argv)
 
 
 if __name__ == "__main__":
