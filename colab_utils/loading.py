@@ -225,6 +225,19 @@ _IO_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EIO, errno.ENOTCONN
               errno.EISDIR, errno.ENXIO, errno.EBADF, errno.ENOMEM}
 
 
+def read_source(source: Any, what: str, default_name: str = "<dict>", *, map_location: Any = "cpu"
+                ) -> tuple[Any, str]:
+    """``(content, name)`` of what a loader was handed: a path is read with :func:`safe_load` (a missing one
+    is a FileNotFoundError naming it as the ``what``); anything else, an already loaded dict, passes through
+    as it is under ``default_name``."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"{what} {path} does not exist" + (" (it is a folder)" if path.is_dir() else ""))
+        return safe_load(path, map_location), str(path)
+    return source, default_name
+
+
 def _first_line(err: BaseException) -> str:
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     return lines[0] if lines else type(err).__name__

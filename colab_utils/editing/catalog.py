@@ -273,10 +273,11 @@ def _sample_w_plus(G, n_samples: int, seed: int, truncation: float, truncation_l
                    batch_size: int, device: torch.device) -> list[torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     if truncation < 1 and truncation_latent is None:
-        truncation_latent = getattr(G, "latent_avg", None)  # the loaded file's average w
-    if truncation < 1 and truncation_latent is None:
+        # drawn even when the file's latent_avg is the centre, so the faces are the same either way
         z_mean = torch.randn(4096, G.style_dim, generator=generator).to(device)
-        truncation_latent = torch.cat([G.get_latent(z) for z in z_mean.split(512)]).mean(0, keepdim=True)
+        truncation_latent = getattr(G, "latent_avg", None)  # the loaded file's average w
+        if truncation_latent is None:
+            truncation_latent = torch.cat([G.get_latent(z) for z in z_mean.split(512)]).mean(0, keepdim=True)
     z = torch.randn(n_samples, G.style_dim, generator=generator)
     return [G.w_plus([chunk.to(device)], truncation=truncation, truncation_latent=truncation_latent).cpu()
             for chunk in z.split(batch_size)]

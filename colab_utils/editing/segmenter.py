@@ -31,7 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from colab_utils.data.synthetic import PARTS, make_faces
-from colab_utils.loading import CheckpointMismatchError, compare_state_dicts, identify, safe_load
+from colab_utils.loading import CheckpointMismatchError, compare_state_dicts, identify, read_source
 from colab_utils.viz import image_grid, to_uint8
 
 from .catalog import Catalog
@@ -149,9 +149,7 @@ class PartSegmenter(nn.Module):
         """Read a segmenter written by :meth:`save` (through :func:`colab_utils.loading.safe_load`: an unsafe
         or damaged file is refused, a file of another model is named)."""
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"PartSegmenter.load: {path} does not exist")
-        blob = safe_load(path, map_location)
+        blob, _ = read_source(path, "PartSegmenter.load:", map_location=map_location)
         if not isinstance(blob, dict) or not {"state_dict", "part_names", "width", "size"} <= set(blob):
             what = identify(blob)
             raise CheckpointMismatchError(f"PartSegmenter.load: {path} is not a file written by PartSegmenter.save"

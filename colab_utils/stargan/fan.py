@@ -17,16 +17,14 @@ face, ``masks[1]`` without the face line, eyebrows and mouth.
 """
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 from typing import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from colab_utils.loading import CheckpointMismatchError, compare_state_dicts, identify, safe_load
+from colab_utils.loading import CheckpointMismatchError, compare_state_dicts, identify, read_source
 
 FAN_INPUT_SIZE = 256
 HEATMAP_SIZE = 64
@@ -333,12 +331,6 @@ def load_fan(source, *, device="cpu") -> FAN:
     """A FAN with the weights of ``source``: a path to ``wing.ckpt`` or to a ``nets_ema`` file, or an
     already loaded dict (see :func:`fan_state_dict`). Files are read with
     :func:`colab_utils.loading.safe_load` (weights only; unsafe or damaged files are refused)."""
-    name = "<dict>"
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        name = str(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"FAN weights not found: {path}")
-        source = safe_load(path)
+    source, name = read_source(source, "FAN weights")
     fan = load_fan_weights(FAN(), fan_state_dict(source, name), name)
     return fan.to(device)

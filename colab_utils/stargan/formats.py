@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
-from colab_utils.loading import CheckpointMismatchError, compare_state_dicts, identify, safe_load
+from colab_utils.loading import CheckpointMismatchError, compare_state_dicts, identify, read_source
 
 from .fan import (FAN, FANFormatError, FANRequiredError, compute_masks, fan_required_message, fan_state_dict,
                   load_fan, load_fan_weights)
@@ -74,12 +74,7 @@ def read_official(obj, name: str = "<dict>") -> dict[str, dict[str, torch.Tensor
     """The network state dicts of one official file: ``obj`` is a path or an already loaded dict. Keys are
     cleaned of ``module.`` / ``_orig_mod.`` prefixes; anything else that is not the official layout raises
     :class:`StarGANFormatError` naming the file."""
-    if isinstance(obj, (str, os.PathLike)):
-        path = Path(obj)
-        name = str(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"StarGAN v2 checkpoint not found: {path}")
-        obj = safe_load(path)
+    obj, name = read_source(obj, "StarGAN v2 checkpoint", name)
     if not isinstance(obj, Mapping):
         raise StarGANFormatError(f"{name} holds a {type(obj).__name__}, not the official dict of state dicts "
                                  f"keyed {', '.join(NETWORKS)}")

@@ -265,7 +265,8 @@ def load_nets(path: str | os.PathLike, *, fan_path: str | os.PathLike | None = N
     (``ckpt-*.pt``: its EMA networks) or a training run folder (its newest verified checkpoint). With
     ``w_hpf > 0`` FAN weights come from ``fan_path`` (``wing.ckpt``) or the file's ``fan`` entry; without
     them it raises :class:`FANRequiredError` unless ``without_masks=True``."""
-    from colab_utils.checkpoint import FORMAT, safe_load
+    from colab_utils.checkpoint import FORMAT
+    from colab_utils.loading import read_source
 
     from .formats import load_official
     from .train import nets_from_checkpoint
@@ -273,9 +274,7 @@ def load_nets(path: str | os.PathLike, *, fan_path: str | os.PathLike | None = N
     path = Path(path)
     if path.is_dir():
         return nets_from_checkpoint(path, fan_path=fan_path, device=device, without_masks=without_masks)
-    if not path.is_file():
-        raise FileNotFoundError(f"StarGAN v2 checkpoint not found: {path}")
-    payload = safe_load(path)
+    payload, _ = read_source(path, "StarGAN v2 checkpoint")
     if isinstance(payload, dict) and payload.get("format") == FORMAT:
         return nets_from_checkpoint(path, fan_path=fan_path, device=device, payload=payload,
                                     without_masks=without_masks)

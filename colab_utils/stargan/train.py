@@ -39,9 +39,9 @@ import torch
 from torch import nn
 
 from colab_utils import distributed, runtime, viz
-from colab_utils.checkpoint import FORMAT, CheckpointManager, safe_load
+from colab_utils.checkpoint import FORMAT, CheckpointManager
 from colab_utils.drive import DriveWriter
-from colab_utils.loading import identify
+from colab_utils.loading import identify, read_source
 from colab_utils.training import EMA, Precision, ProgressLog, make_adam, requires_grad
 
 from .data import Batch, TrainingData, find_split, fixed_examples, load_domains
@@ -509,9 +509,7 @@ def _checkpoint_payload(path) -> tuple[Path, dict]:
         if latest is None:
             raise FileNotFoundError(f"{path} holds no verified training checkpoint (ckpt-*.pt with its .json)")
         path = latest
-    if not path.is_file():
-        raise FileNotFoundError(f"StarGAN v2 training checkpoint {path} does not exist")
-    return path, safe_load(path)
+    return path, read_source(path, "StarGAN v2 training checkpoint")[0]
 
 
 def _not_a_training_checkpoint(path, payload, problem: str) -> StarGANFormatError:

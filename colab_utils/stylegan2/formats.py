@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
-from colab_utils.loading import CheckpointMismatchError, compare_state_dicts, identify, safe_load
+from colab_utils.loading import CheckpointMismatchError, compare_state_dicts, identify, read_source
 
 from .model import Discriminator, Generator, check_size, default_channels
 
@@ -175,13 +175,7 @@ def load_rosinality(path_or_dict: str | os.PathLike | Mapping, *, which: str | I
     tensor shapes. Networks are returned in eval mode on ``device``. A file's ``latent_avg`` is also set on
     ``g_ema`` (``g_ema.latent_avg``), where sampling and editing find it as their truncation centre.
     ``source`` names a dict in error messages (the file it came from)."""
-    if isinstance(path_or_dict, Mapping):
-        label, raw = source or "<checkpoint dict>", path_or_dict
-    else:
-        path = Path(path_or_dict)
-        if not path.is_file():
-            raise FileNotFoundError(f"StyleGAN2 checkpoint {path} does not exist")
-        label, raw = str(path), safe_load(path)
+    raw, label = read_source(path_or_dict, "StyleGAN2 checkpoint", source or "<checkpoint dict>")
     ckpt = _as_checkpoint(raw, label)
     names = _which(which, ckpt)
     absent = [n for n in names if n not in ckpt]

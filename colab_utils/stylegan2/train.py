@@ -33,11 +33,11 @@ from PIL import Image
 from torch.nn import functional as F
 
 from colab_utils import distributed, runtime, viz
-from colab_utils.checkpoint import FORMAT, CheckpointManager, ResumableSampler, infinite_batches, safe_load
+from colab_utils.checkpoint import FORMAT, CheckpointManager, ResumableSampler, infinite_batches
 from colab_utils.data.images import ImageFolderDataset, list_images, prepare_dataset
 from colab_utils.data.synthetic import make_faces
 from colab_utils.drive import DriveWriter, is_drive_path
-from colab_utils.loading import identify
+from colab_utils.loading import identify, read_source
 from colab_utils.metrics import MetricHistory, due
 from colab_utils.training import EMA, Precision, ProgressLog, make_adam, requires_grad
 
@@ -776,9 +776,7 @@ def load_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
     path = Path(path)
     if path.is_dir():
         path = latest_checkpoint(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"StyleGAN2 checkpoint {path} does not exist")
-    payload = safe_load(path)
+    payload, _ = read_source(path, "StyleGAN2 checkpoint")
     if isinstance(payload, Mapping) and payload.get("format") == FORMAT:
         saved = payload["objects"]
         if "g_ema" not in saved:
