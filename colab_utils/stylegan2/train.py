@@ -605,7 +605,9 @@ def train(config: TrainConfig, data: Any = "synthetic", run_dir: str | os.PathLi
     Under ``torchrun --nproc_per_node=N`` the run trains with DistributedDataParallel: ``config.batch`` is the
     global batch, every rank draws the global batch's latents, noise, flips and augmentation and keeps its rows
     (:func:`colab_utils.distributed.rank_share`), rank 0 alone writes checkpoints, samples and the export, and
-    checkpoints move between process counts. D's minibatch-stddev groups are formed within each rank's share."""
+    checkpoints move between process counts. D's minibatch-stddev groups are formed within each rank's share;
+    a share the official code could not split into groups of 4 (say 6 images) uses smaller groups, and the log
+    says so (:func:`colab_utils.stylegan2.model.stddev_group_note`)."""
     config.check()
     had_group = torch.distributed.is_available() and torch.distributed.is_initialized()
     dist = distributed.init(None if config.device == "auto" else config.device)
