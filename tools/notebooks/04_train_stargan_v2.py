@@ -154,12 +154,15 @@ size = model.generator.img_size
 '''),
     ("md", """## Your photos, aligned like CelebA-HQ
 The face is found, five landmarks (eyes, nose, mouth corners) are located, and a similarity transform puts them
-where CelebA-HQ has them. Photos without a face are named and skipped. Landmarks come from FAN when the official
-networks are loaded, else from MediaPipe Face Mesh (offline, no download)."""),
+where CelebA-HQ has them. Photos without a face are named and skipped. Landmarks come from MediaPipe Face Mesh where
+it runs (offline; it has no wheel with its face models for Python 3.13, Colab's), else from the FAN of the StarGAN v2
+release: the official networks' own, or `wing.ckpt` downloaded once to Drive."""),
     ("code", '''
 import shutil
 from colab_utils.data.synthetic import write_image_folder
-from colab_utils.stargan.align import align_folder, make_landmarker
+from colab_utils.stargan.align import align_folder
+from colab_utils.stargan.fan import FAN
+from colab_utils.stargan.landmarks import make_landmarker, mediapipe_status
 
 shared_celeba = Path("..").resolve() / "shared" / "data" / "celeba_hq_256"
 photos = Path(PHOTOS) if PHOTOS else OUT / "photos"
@@ -175,9 +178,14 @@ if not PHOTOS:
                 shutil.copy(path, photos / path.name)
     else:                                            # synthetic "photos"
         write_image_folder(photos, 4, size=256, seed=5)
-landmarker = make_landmarker(fan=official.fan if official is not None else None, device=device)
+fan = official.fan if official is not None else None
+if fan is None and SMOKE and not mediapipe_status()[0]:
+    fan = FAN()  # smoke run without MediaPipe: random weights stand in for wing.ckpt (the path runs, the crops mean nothing)
+landmarker = make_landmarker("auto", fan=fan, device=device, download=not SMOKE)
+print("landmarks:", landmarker.description)
 report = align_folder(photos, OUT / "aligned", size=256, landmarker=landmarker)
-print(f"{len(report.aligned)} aligned, no face in {len(report.no_face)}, unreadable {len(report.unreadable)}")
+print(f"{len(report.aligned)} aligned ({len(report.whole_image)} taken whole as face crops), no face in "
+      f"{len(report.no_face)}, unreadable {len(report.unreadable)}")
 aligned_dir = OUT / "aligned" if report.aligned else photos  # nothing aligned: use them as they are
 '''),
     ("md", """## Your photos in the style of references

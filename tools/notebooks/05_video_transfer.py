@@ -57,8 +57,9 @@ elif DEMO:   # a close-up of a dark-haired face, like the demo model's training 
     clip = make_synthetic_video(OUT / "talking_face.mp4", seconds=SYNTHETIC_SECONDS, fps=15, size=128,
                                 style="dark_brunette", preset="portrait")
 else:
+    # the smoke clip is nearly square: without MediaPipe or any face detector its frames count as face crops
     clip = make_synthetic_video(OUT / "talking_face.mp4", seconds=SYNTHETIC_SECONDS, fps=15 if SMOKE else 25,
-                                frame_size=(160, 120) if SMOKE else (512, 384), face_fraction=0.8)
+                                frame_size=(144, 128) if SMOKE else (512, 384), face_fraction=0.8)
 info = probe(clip)
 print(f"{clip.name}: {info.width}x{info.height}, {info.n_frames} frames at {info.fps:.3g} fps, "
       f"{info.duration:.1f} s, {'with' if info.has_audio else 'without'} sound")
@@ -87,7 +88,8 @@ viz.show(viz.image_grid(preview, nrow=4))
 The official CelebA-HQ StarGAN v2 (downloaded once to Drive with its FAN for the face masks). The smoke run uses
 the demo StarGAN v2 shipped in `assets/` instead unless the official file is already there: a small model trained on
 synthetic faces (`tools/train_stargan_demo.py`), loaded like the official files; without it, a randomly initialised
-one whose "translation" is noise-like, but every step of the pipeline runs."""),
+one whose "translation" is noise-like, but every step of the pipeline runs. In faces mode, faces are found with
+MediaPipe where it runs, else with the model's FAN (Python 3.13, Colab's, has no MediaPipe wheel with face models)."""),
     ("code", '''
 from colab_utils import hub
 from colab_utils.stargan import StarGANConfig, build_nets, load_official
@@ -104,7 +106,9 @@ elif DEMO:
 else:
     config = StarGANConfig(img_size=64, style_dim=16, latent_dim=8, num_domains=2, w_hpf=0, max_conv_dim=64,
                            base_dim=16, hidden_dim=64)
-    nets = build_nets(config, discriminator=False).to(device).eval()
+    # a FAN with random weights rides along: without MediaPipe the faces are found with nets.fan, as with the
+    # official model (here the landmarks mean nothing, but the FAN path runs)
+    nets = build_nets(config, discriminator=False, fan=True).to(device).eval()
 print(config)
 '''),
     ("md", "## The style: a reference photo or a domain\nOne style code serves the whole clip, so the look does not change from frame to frame."),
