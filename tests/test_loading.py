@@ -217,6 +217,7 @@ def _loaders():
     from colab_utils.editing import Catalog
     from colab_utils.editing.generators import load_generator
     from colab_utils.editing.segmenter import PartSegmenter
+    from colab_utils.metrics import LPIPS
     from colab_utils.stargan import load_fan, load_nets, load_official
     from colab_utils.stargan.train import export_checkpoint, nets_from_checkpoint
     from colab_utils.stylegan2 import load_rosinality
@@ -241,6 +242,7 @@ def _loaders():
         "editing.PartSegmenter.load": PartSegmenter.load,
         "editing.Catalog.load": lambda p: Catalog.load(_catalog_folder(p)),
         "CheckpointManager.restore": restore,
+        "metrics.LPIPS backbone": lambda p: LPIPS("alex", p),
     }
 
 

@@ -18,6 +18,7 @@ from torchvision.transforms.functional import gaussian_blur
 from colab_utils import hub, metrics
 from colab_utils.data.images import ImageFolderDataset
 from colab_utils.data.synthetic import make_faces, write_domain_folders, write_image_folder
+from colab_utils.loading import CheckpointCorruptError
 from colab_utils.metrics import FeatureStats, RandomFeatures, WeightsUnavailableError
 from colab_utils.metrics.dataset_stats import CACHE_FOLDER
 from tests.test_hub import Server
@@ -364,7 +365,7 @@ def test_lpips_backbone_comes_through_the_hub(tmp_path, monkeypatch):
     assert metrics.pairwise_diversity(model, [x, y]) == pytest.approx(float(d.mean()), rel=1e-6)
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"nothing")
-    with pytest.raises(ValueError, match="bad.pth: not torchvision alexnet weights .not a PyTorch weights file"):
+    with pytest.raises(CheckpointCorruptError, match=r"bad\.pth is damaged or not a PyTorch checkpoint"):
         metrics.LPIPS("alex", bad)
     torch.save({"features.0.weight": torch.zeros(3, 3)}, bad)
     with pytest.raises(ValueError, match="bad.pth: not torchvision alexnet weights .*size mismatch"):

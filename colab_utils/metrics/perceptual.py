@@ -9,7 +9,6 @@ from one source; the official code uses AlexNet-LPIPS v0.1, which :func:`lpips_m
 from __future__ import annotations
 
 import itertools
-import pickle
 import warnings
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 from colab_utils import hub
+from colab_utils.loading import identify, safe_load
 
 from .features import WeightsUnavailableError
 
@@ -47,8 +47,8 @@ class LPIPS(nn.Module):
         """torchvision weights (``features.<index>.*``; the classifier may be left out) into lpips' stages,
         whose layers keep torchvision's indices as their names."""
         model = BACKBONES[self.net_name][1]
+        state = safe_load(path)  # an unsafe or damaged file is refused here, with the error that says which
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
             features = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
             used = set()
             for stage in self._stages():
@@ -58,12 +58,11 @@ class LPIPS(nn.Module):
                     used |= {f"{index}.{k}" for k in part}
             if not used or used != set(features):
                 raise KeyError(f"{len(features)} features.* tensors, {len(used)} of them usable")
-        except (RuntimeError, ValueError, KeyError, OSError, AttributeError, EOFError,
-                pickle.UnpicklingError) as err:
+        except (RuntimeError, ValueError, KeyError, AttributeError) as err:
             problem = " ".join(str(err).split())[:300] or type(err).__name__
-            if isinstance(err, pickle.UnpicklingError):
-                problem = "not a PyTorch weights file"
-            raise ValueError(f"{path}: not torchvision {model} weights ({problem})") from None
+            what = identify(state)
+            raise ValueError(f"{path}: not torchvision {model} weights ({problem})"
+                             + (f"; it is {what}" if what else "")) from None
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
