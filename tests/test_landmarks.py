@@ -146,6 +146,7 @@ def test_auto_prefers_mediapipe_where_it_runs():
 
 
 def test_no_backend_error_says_how_to_get_one_on_each_python(no_mediapipe, monkeypatch):
+    monkeypatch.setattr(landmarks, "_python_version", lambda: (3, 12))
     with pytest.raises(LandmarkBackendError) as caught:
         make_landmarker("auto")
     text = str(caught.value)
@@ -289,6 +290,25 @@ def test_whole_image_fallback_on_a_face_crop_is_exact():
     assert np.abs(got - truth).max() < 0.05 and landmarker.last_box.source == "whole image"
 
 
+def test_align_folder_through_the_fan_names_faceless_and_whole_photos(no_mediapipe):
+    truth = align.TEMPLATE_5 * 120
+    Image.fromarray(dot_image(truth, 120, 120)).save(no_mediapipe / "crop.png")
+    Image.fromarray(np.zeros((90, 160, 3), np.uint8)).save(no_mediapipe / "dark.png")      # no face, not square
+    Image.fromarray(np.zeros((100, 100, 3), np.uint8)).save(no_mediapipe / "wall.png")     # square, FAN finds none
+    landmarker = make_landmarker("auto", fan=DotFAN(), box_detector=FaceBoxDetector([]))
+    with pytest.warns(UserWarning) as caught:
+        report = align.align_folder(sorted(no_mediapipe.glob("*.png")), no_mediapipe / "out", 64,
+                                    landmarker=landmarker)
+    assert [p.name for p in report.aligned] == ["crop.png"] and [p.name for p in report.whole_image] == ["crop.png"]
+    assert [p.name for p in report.no_face] == ["dark.png", "wall.png"]
+    messages = [str(w.message) for w in caught]
+    assert any(m.startswith("no face found in") and m.endswith("wall.png") for m in messages)
+    aligned = np.asarray(Image.open(report.aligned[0]))
+    # the dots sit where the template puts them in the 64 px crop
+    centres = [(np.argwhere(w > 0.02).mean(axis=0)[::-1] + 0.5) for w in dot_weights(aligned / 255.0)]
+    np.testing.assert_allclose(centres, align.TEMPLATE_5 * 64, atol=0.6)
+
+
 def test_fan_video_tracks_and_detects_only_when_the_face_is_lost():
     detector_calls = []
 
@@ -395,7 +415,7 @@ def test_cli_align_uses_the_fan_without_mediapipe(shared_dir, no_mediapipe, caps
     src.mkdir()
     for path in celeba_photos(shared_dir, 1):
         (src / path.name).write_bytes(path.read_bytes())
-    with pytest.raises(SystemExit, match=r"error: no face landmark backend: mediapipe is not installed"):
+    with pytest.raises(SystemExit, match=r"error: no face landmark backend: .*no FAN was given"):
         main(["align", "--src", str(src), "--out", str(no_mediapipe / "none")])
     assert main(["align", "--src", str(src), "--out", str(no_mediapipe / "out"),
                  "--fan", str(shared_dir / FIXTURE)]) == 0
@@ -489,3 +509,55 @@ def test_video_default_landmarks_come_from_nets_fan(talking_clip, no_mediapipe):
     with pytest.raises(LandmarkBackendError, match="no FAN was given"):
         StarGANFrameModel.from_reference(without_fan, face, domain=0)
     assert not list(no_mediapipe.glob("none*"))               # nothing written before the error
+
+
+def dot_box(image):
+    """A face box around the coloured dots of a dot face (a detector for :func:`dot_image` frames)."""
+    ys, xs = np.nonzero(image.max(axis=2) > 60)
+    if len(xs) == 0:
+        return None
+    side = 1.6 * max(xs.max() - xs.min(), ys.max() - ys.min())
+    return ((xs.min() + xs.max()) / 2 - side / 2, (ys.min() + ys.max()) / 2 - side / 2 + 0.1 * side, side, side)
+
+
+@pytest.fixture(scope="module")
+def dot_clip(tmp_path_factory):
+    """A dot face drifting, turning and growing across a 160x112 frame for 10 frames at 10 fps, with sound."""
+    from colab_utils.data.synthetic_video import speech_audio, write_wav
+    from colab_utils.data.video_io import VideoWriter
+
+    folder = tmp_path_factory.mktemp("dots")
+    wav = write_wav(speech_audio(1.0), folder / "speech.wav")
+    with VideoWriter(folder / "dots.mp4", 10, audio_from=wav, crf=0, preset="ultrafast") as writer:
+        for i in range(10):
+            writer.write(dot_image(face_points((70.0 + 2 * i, 55.0 + i), 30.0 + 0.5 * i, 1.5 * i), 160, 112))
+    return folder / "dots.mp4"
+
+
+def dot_landmarker():
+    return make_landmarker("auto", video=True, fan=DotFAN(), box_detector=FaceBoxDetector([("dots", dot_box)]))
+
+
+def test_faces_mode_video_through_the_fan_everywhere(dot_clip, no_mediapipe):
+    """Faces mode on any machine (no MediaPipe, no OpenCV or dlib needed): the FAN path tracks the face, the
+    output keeps frames, rate and sound, and equals the plain pipeline (landmarks -> crop -> model -> paste)."""
+    from colab_utils.data.video_io import iter_frames, probe
+    from colab_utils.stargan.align import face_mask, paste_back, warp_affine
+    from colab_utils.video import translate_video, to_tensor, to_uint8
+    from colab_utils.video.faces import FaceTracker
+
+    summary = translate_video(dot_clip, no_mediapipe / "out.mp4", Mirror(), landmarker=dot_landmarker(), **FAST)
+    result = probe(summary.output)
+    assert summary.frames == result.n_frames == 10 and summary.faces_found == 10 and result.fps == 10
+    assert result.has_audio and abs(result.audio_duration - result.duration) < 0.1
+    assert summary.landmarks == ("FAN (the network passed in); face boxes: dots, else the whole picture if it is a "
+                                 "face crop; face detector ran on 1 of 10 frames (tracking in between)")
+    frames_in = list(iter_frames(dot_clip))
+    tracker, model, mask = FaceTracker(dot_landmarker(), 10), Mirror(), face_mask(Mirror.size)
+    for frame, written in zip(frames_in, iter_frames(summary.output)):
+        matrix = tracker.matrix(frame, model.size)
+        translated = to_uint8(model(to_tensor([warp_affine(frame, matrix, model.size)])))[0]
+        expected = paste_back(frame, translated, matrix, mask=mask)
+        codec = np.abs(written.astype(float) - expected).mean()
+        changed = np.abs(expected.astype(float) - frame).mean()
+        assert codec < 1.0 and changed > 8 * codec, (codec, changed)

@@ -67,8 +67,11 @@ def crop_clip(tmp_path_factory):
 
 
 def landmarker():
-    pytest.importorskip("mediapipe")
-    from colab_utils.stargan.align import make_landmarker
+    from colab_utils.stargan.landmarks import make_landmarker, mediapipe_status
+
+    usable, why = mediapipe_status()
+    if not usable:
+        pytest.skip(f"MediaPipe landmarks: {why} (faces mode through the FAN: tests/test_landmarks.py)")
     return make_landmarker("mediapipe", video=True)
 
 
@@ -111,6 +114,7 @@ def test_a_video_without_a_face_warns(clip, tmp_path):
 # ----------------------------------------------------------------------------------------------- faces mode
 
 def test_faces_output_keeps_frames_fps_and_sound_and_matches_the_model(clip, tmp_path):
+    landmarker()   # the default landmarks here are MediaPipe's (tests/test_landmarks.py runs faces mode with the FAN)
     out = tmp_path / "result.mp4"
     summary = translate_video(clip, out, Mirror(), batch_size=3, **LOSSLESS)
     source, result = probe(clip), probe(out)
