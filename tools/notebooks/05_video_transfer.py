@@ -39,7 +39,7 @@ from colab_utils import runtime
 drive = runtime.mount_drive()
 device = runtime.default_device()
 runtime.describe_device(device, verbose=True)
-OUT = runtime.output_dir("video_transfer")
+OUT = runtime.output_dir("05_video_transfer")
 print("results go to", OUT)
 '''),
     ("md", "## The clip\nYour clip from Drive or an upload; otherwise a synthetic face talking, with a sound track in sync with its mouth."),
