@@ -164,12 +164,13 @@ def test_no_backend_error_says_how_to_get_one_on_each_python(no_mediapipe, monke
         texts[backend] = text = str(caught.value)
         assert "pip install" not in text, text                  # no mediapipe wheel with models for 3.13
         assert "colab_utils.hub.download('stargan_v2_wing')" in text and "fan=nets.fan" in text
-    no_wheel = "no mediapipe release with bundled face models has a wheel for Python 3.13"
+    no_wheel = "no mediapipe wheel with bundled face models for Python 3.13"
     assert texts["auto"].startswith(f"no face landmark backend: {no_wheel}") and "On Python 3.13 use the FAN" in texts["auto"]
     assert texts["mediapipe"].startswith(f"MediaPipe landmarks unavailable: {no_wheel}")
     assert texts["fan"].startswith("no face landmark backend: no FAN was given")
     report = landmark_backend_report()
-    assert report.startswith("FAN (no mediapipe release with bundled face models has a wheel for Python 3.13")
+    assert report == ("FAN (no mediapipe wheel with bundled face models for Python 3.13; weights: nets.fan of a "
+                      "loaded model, or wing.ckpt fetched once through colab_utils.hub)")
     assert "pip install" not in report
     assert not (no_mediapipe / "checkpoints").exists()          # asking created no folder
 

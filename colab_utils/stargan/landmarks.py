@@ -91,8 +91,7 @@ def mediapipe_status() -> tuple[bool, str]:
         found = False
     if not found:
         if _python_version() >= (3, 13):
-            return False, (f"no mediapipe release with bundled face models has a wheel for Python {_python()} "
-                           f"(those before 0.10.30 stop at Python 3.12)")
+            return False, f"no mediapipe wheel with bundled face models for Python {_python()}"
         return False, "mediapipe is not installed"
     try:
         version = metadata.version("mediapipe")
@@ -141,7 +140,7 @@ def landmark_backend_report() -> str:
         except Exception:  # a report must not fail: an unreadable cache is just "not cached"
             cached = None
         weights = (f"weights: wing.ckpt cached at {cached}" if cached is not None else
-                   "weights: a loaded model's nets.fan, or wing.ckpt downloaded once through colab_utils.hub")
+                   "weights: nets.fan of a loaded model, or wing.ckpt fetched once through colab_utils.hub")
         return f"FAN ({why}; {weights})"
     except Exception as exc:
         return f"unknown ({type(exc).__name__}: {exc})"
