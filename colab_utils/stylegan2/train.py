@@ -709,8 +709,8 @@ def train(config: TrainConfig, data: Any = "synthetic", run_dir: str | os.PathLi
     result.curves = sheets.curves if sheets.curves.is_file() else None
     result.export = export
     result.metrics = history
-    result.fid_curve = next((f / "fid_curve.png" for f in (sheets.folder, out) if (f / "fid_curve.png").is_file()),
-                            None)
+    curve = sheets.folder / "fid_curve.png"  # local disk: never look at Drive from here (a hung Drive would block)
+    result.fid_curve = curve if curve.is_file() else None
     result.drive_report, result.drive_status = manager.drive_report, manager.drive_status()
     if verbose:
         state = f"stopped at step {step} of {total} ({stopped})" if stopped else f"finished {step} steps"

@@ -35,8 +35,10 @@ from colab_utils import runtime
 info = runtime.describe_device(verbose=True)
 device = info.device
 '''),
-    ("md", "## Google Drive\nCheckpoints are written to the fast local disk and copied to Drive in the background; "
-           "sample grids, the progress GIF and the final export go straight to Drive."),
+    ("md", "## Google Drive\nCheckpoints, sample grids, the progress GIF and the final export are written to the fast "
+           "local disk and copied to Drive in the background. A full, disconnected or hung Drive never stops "
+           "training: it is warned about once, copies are retried, and the end of the run waits at most a minute "
+           "for Drive, then names what is only on local disk and the command that copies it."),
     ("code", '''
 drive = runtime.mount_drive()
 # Colab with Drive: /content/runs/RUN_NAME, copied to MyDrive/colab_utils/runs/RUN_NAME; else ./checkpoints/runs
@@ -74,6 +76,7 @@ extractor = metrics.RandomFeatures() if SMOKE else None
 stats_dir = metrics.default_cache_dir(DATA) if str(DATA).endswith(".zip") else None  # real-image statistics beside the zip
 result = train(config, dataset, RUN_DIR, out_dir=OUT, extractor=extractor, stats_dir=stats_dir)
 print("step", result.step, "of", result.total, "| ADA p =", result.augment_p)
+print(result.drive_status)  # e.g. "last checkpoint on Drive: step 1200, 3 minutes ago"
 '''),
     ("md", "## Samples\nThe same latent codes after every `SAMPLE_EVERY` steps: the newest grid, and the GIF of "
            "all of them."),

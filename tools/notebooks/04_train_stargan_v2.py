@@ -41,8 +41,10 @@ from colab_utils import runtime
 info = runtime.describe_device(verbose=True)
 device = info.device
 '''),
-    ("md", "## Google Drive\nCheckpoints go to the fast local disk and are copied to Drive in the background; "
-           "sample grids, loss curves and the official-format export go to Drive too."),
+    ("md", "## Google Drive\nCheckpoints, sample grids, loss curves and the official-format export go to the fast "
+           "local disk and are copied to Drive in the background. A full, disconnected or hung Drive never stops "
+           "training: it is warned about once, copies are retried, and the end of the run waits at most a minute "
+           "for Drive, then names what is only on local disk and the command that copies it."),
     ("code", '''
 from pathlib import Path
 drive = runtime.mount_drive()
@@ -92,16 +94,17 @@ else:
 result = train(config, DATA, RUN_DIR, device=device)
 print(f"iteration {result.step} of {config.total_iters}; diversity weight now {result.lambda_ds:.3f}; "
       f"official-format export: {result.exported}")
+print(result.drive_status)  # e.g. "last checkpoint on Drive: step 1200, 3 minutes ago"
 '''),
     ("md", "## Samples and losses\nEvery `SAMPLE_EVERY` iterations: the reference-guided grid (first row references, "
            "first column sources) and latent-guided samples, drawn with the moving-average networks."),
     ("code", '''
 from PIL import Image
-samples = sorted((Path(DRIVE_DIR or RUN_DIR) / "samples").glob("*_reference.png"))
+samples = sorted((Path(RUN_DIR) / "samples").glob("*_reference.png"))  # local disk: there even when Drive is not
 if samples:
     print(samples[-1])
     viz.show(Image.open(samples[-1]))
-curves = Path(DRIVE_DIR or RUN_DIR) / "losses.png"
+curves = Path(RUN_DIR) / "losses.png"
 if curves.exists():
     viz.show(Image.open(curves))  # D/real, D/fake, D/reg (R1); G/adv, G/sty, G/ds, G/cyc; the diversity weight
 '''),
