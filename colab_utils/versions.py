@@ -10,7 +10,6 @@ side a session is on, so that a user never reads "install X" where X cannot be i
 """
 from __future__ import annotations
 
-import importlib.util
 import sys
 from importlib import metadata
 
@@ -44,33 +43,12 @@ def _ffmpeg_line() -> str:
         return f"ffmpeg: not found ({exc}); video needs it: pip install imageio-ffmpeg"
 
 
-def mediapipe_status() -> tuple[bool, str]:
-    """Whether the offline MediaPipe landmarks can be used, and why not.
-
-    Only wheels before 0.10.30 bundle the face models, and none exist for Python 3.13 or newer."""
-    version = package_version("mediapipe")
-    if version is None or importlib.util.find_spec("mediapipe") is None:
-        if sys.version_info >= (3, 13):
-            return False, f"mediapipe has no wheel for Python {sys.version_info[0]}.{sys.version_info[1]}"
-        return False, "mediapipe is not installed (pip install 'colab_utils[faces]' adds it on this Python)"
-    release = tuple(int(p) for p in version.split(".")[:3] if p.isdigit())
-    if release >= (0, 10, 30):
-        return False, f"mediapipe {version} no longer bundles its face models (needs < 0.10.30)"
-    return True, f"mediapipe {version}"
-
-
 def _landmark_line() -> str:
-    try:
-        from colab_utils.stargan.align import landmark_backend_report
-    except ImportError:
-        landmark_backend_report = None
-    if landmark_backend_report is not None:
-        return f"face landmarks: {landmark_backend_report()}"
-    usable, why = mediapipe_status()
-    if usable:
-        return f"face landmarks: {why} (offline, models bundled)"
-    return (f"face landmarks: FAN of the StarGAN v2 release (wing.ckpt through colab_utils.hub, or a loaded "
-            f"model's nets.fan), because {why}")
+    # The capability package owns the landmark choice; this report only repeats its one line (mediapipe is
+    # not imported, so the report stays cheap).
+    from colab_utils.stargan.landmarks import landmark_backend_report
+
+    return f"face landmarks: {landmark_backend_report()}"
 
 
 def platform_report() -> str:

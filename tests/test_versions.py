@@ -18,28 +18,11 @@ def test_report_names_python_torch_ffmpeg_and_landmarks():
     assert lines[3].startswith("face landmarks: ")
 
 
-def fake_versions(monkeypatch, installed: dict):
-    monkeypatch.setattr(versions, "package_version", lambda name: installed.get(name))
-    monkeypatch.setattr(versions.importlib.util, "find_spec",
-                        lambda name: object() if name in installed else None)
-
-
 @pytest.mark.parametrize("python", [(3, 13, 5), (3, 14, 0)])
-def test_no_install_advice_where_mediapipe_has_no_wheel(monkeypatch, python):
-    fake_versions(monkeypatch, {})
-    monkeypatch.setattr(versions.sys, "version_info", python)
-    usable, why = versions.mediapipe_status()
-    assert not usable
-    assert why == f"mediapipe has no wheel for Python {python[0]}.{python[1]}"
-    assert "install" not in why
-
-
-def test_mediapipe_status_on_older_pythons(monkeypatch):
-    monkeypatch.setattr(versions.sys, "version_info", (3, 11, 7))
-    fake_versions(monkeypatch, {})
-    assert versions.mediapipe_status() == (False, "mediapipe is not installed (pip install 'colab_utils[faces]' adds it on this Python)")
-    fake_versions(monkeypatch, {"mediapipe": "0.10.21"})
-    assert versions.mediapipe_status() == (True, "mediapipe 0.10.21")
-    fake_versions(monkeypatch, {"mediapipe": "0.10.31"})
-    usable, why = versions.mediapipe_status()
-    assert not usable and "no longer bundles" in why
+def test_report_gives_no_install_advice_where_mediapipe_has_no_wheel(monkeypatch, python):
+    from colab_utils.stargan import landmarks
+    monkeypatch.setattr(landmarks.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(landmarks, "_python_version", lambda: python[:2])
+    line = versions.platform_report().splitlines()[3]
+    assert line.startswith("face landmarks: FAN (")
+    assert "install" not in line

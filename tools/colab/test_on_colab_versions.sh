@@ -4,7 +4,7 @@
 # Runs the whole test suite there, the notebooks in smoke mode included. Extra arguments go to pytest.
 #
 # The environment is cached in ${COLAB_UTILS_CACHE:-~/.cache/colab_utils}/colab-env-<hash of the constraints
-# and pyproject.toml>; delete that folder to rebuild from nothing. pip must not change a pinned package:
+# and pyproject.toml and this script>; delete that folder to rebuild from nothing. pip must not change a pinned package:
 # with -c it fails (ResolutionImpossible) rather than upgrade one, and check_pins.py fails on any drift.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -29,7 +29,7 @@ py=$(find_python313) || {
   exit 1
 }
 cache=${COLAB_UTILS_CACHE:-$HOME/.cache/colab_utils}
-key=$(cat "$constraints" "$root/pyproject.toml" | sha256sum | cut -c1-12)
+key=$(cat "$constraints" "$root/pyproject.toml" "$0" | sha256sum | cut -c1-12)
 venv="$cache/colab-env-$key"
 start=$(date +%s)
 if [ ! -f "$venv/.complete" ]; then
@@ -40,6 +40,10 @@ if [ ! -f "$venv/.complete" ]; then
   # Colab preinstalls these; a fresh venv has to get them with the pinned versions.
   "$venv/bin/python" -m pip install -q -c "$constraints" pip setuptools wheel
   "$venv/bin/python" -m pip install -q -c "$constraints" -e "$root[test]"
+  # Colab preinstalls dlib (its HOG face detector is one of the FAN's face-box sources there); dlib-bin is
+  # the same release as a wheel, where the dlib sdist would take many minutes to compile.
+  dlib_pin=$(awk -F'==' '$1 == "dlib" {print $2}' "$constraints")
+  "$venv/bin/python" -m pip install -q "dlib-bin==$dlib_pin"
   "$venv/bin/python" -c "import colab_utils, torch" || { echo "Colab environment: install failed" >&2; exit 1; }
   touch "$venv/.complete"
   echo "Colab environment built in $(( $(date +%s) - start )) s"
