@@ -30,6 +30,8 @@ Warnings print as ``<prog>: warning: <message>`` lines, without the source line 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shutil
 import sys
 import traceback
 import warnings
@@ -47,8 +49,8 @@ DEVICE_HELP = "auto (cuda when present), cuda, cuda:1, cpu or mps"
 def project_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that mean bad input rather than a bug: every :class:`colab_utils.loading.CheckpointError`
     (unsafe, damaged, another model's file), a checkpoint that could not be saved, a failed download, OS
-    errors (missing files, full disks), and ValueError, which the package raises for input it checked (its
-    format, image, video and face errors are ValueErrors)."""
+    errors (missing files, full disks), ValueError, which the package raises for input it checked (its
+    format, image, video and face errors are ValueErrors), and a missing face-landmark backend."""
     from colab_utils.checkpoint import CheckpointSaveError
     from colab_utils.hub import DownloadError
     from colab_utils.loading import CheckpointError
@@ -59,6 +61,12 @@ def project_errors() -> tuple[type[BaseException], ...]:
 
         errors.append(torch.cuda.OutOfMemoryError)
     except (ImportError, AttributeError):
+        pass
+    try:  # no landmark backend on this machine (an ImportError, so that `except ImportError` code keeps working)
+        from colab_utils.stargan.landmarks import LandmarkBackendError
+
+        errors.append(LandmarkBackendError)
+    except ImportError:
         pass
     return tuple(errors)
 
@@ -97,6 +105,15 @@ def call(func: Callable[..., int | None], *args, prog: str) -> int:
             print(f"{prog}: unexpected error ({type(err).__name__}). This is a bug in colab_utils: please report it "
                   f"at {ISSUES_URL} with the command you ran and the traceback above.", file=sys.stderr)
             return EXIT_BUG
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, except that a bad command line is one line on stderr (``<prog>: error: <message>
+    (see <prog> --help)``) instead of the usage block and the line; exit code 2 as before. Sub-command
+    parsers made through ``add_subparsers`` are of this class too."""
+
+    def error(self, message: str):
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def run(parser: argparse.ArgumentParser, commands: Mapping[str, Callable[[argparse.Namespace], int | None]],
@@ -150,8 +167,79 @@ def existing_path(text: str) -> Path:
     return path
 
 
-def add_checkpoint_argument(parser, *flags: str, help: str, required: bool = True, dest: str = "checkpoint") -> None:
-    """A checkpoint argument (``--checkpoint`` unless ``flags`` say otherwise) whose value must exist; read it
-    with the model's loader, which goes through :func:`colab_utils.loading.safe_load`."""
-    parser.add_argument(*(flags or ("--checkpoint",)), dest=dest, type=existing_path, required=required,
-                        default=None, help=help)
+def checkpoint_source(text: str) -> Path | str:
+    """An argparse ``type`` for weights given as a file or folder that exists (a :class:`~pathlib.Path`), or
+    as a :mod:`colab_utils.hub` name or URL (kept as the string; the loader fetches it once, cached)."""
+    path = Path(text).expanduser()
+    if path.exists():
+        return path
+    from colab_utils import hub
+
+    try:
+        hub.resolve(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{path} does not exist, and it is not a colab_utils.hub name "
+                                         f"({', '.join(sorted(hub.REGISTRY))})") from None
+    return text
+
+
+def add_checkpoint_argument(parser, *flags: str, help: str, required: bool = True, dest: str = "checkpoint",
+                            hub: bool = False) -> None:
+    """A checkpoint argument (``--checkpoint`` unless ``flags`` say otherwise) whose value must exist, or with
+    ``hub`` may also be a :mod:`colab_utils.hub` name (:func:`checkpoint_source`); read it with the model's
+    loader, which goes through :func:`colab_utils.loading.safe_load`."""
+    parser.add_argument(*(flags or ("--checkpoint",)), dest=dest, type=checkpoint_source if hub else existing_path,
+                        required=required, default=None, help=help)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Help pages with examples, and outputs that appear only when a command succeeds
+# ---------------------------------------------------------------------------------------------------------
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, except that a paragraph of the description or epilog whose lines are indented
+    (an example block, see :func:`examples`) is printed as written instead of re-wrapped."""
+
+    def _fill_text(self, text, width, indent):
+        blocks = []
+        for block in text.split("\n\n"):
+            lines = block.splitlines()
+            if len(lines) > 1 and all(line.startswith("  ") for line in lines[1:]):
+                blocks.append("\n".join(indent + line for line in lines))
+            else:
+                blocks.append(super()._fill_text(block, width, indent))
+        return "\n\n".join(blocks)
+
+
+class DefaultsHelpFormatter(HelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """:class:`HelpFormatter` that also shows every option's default."""
+
+
+def examples(*lines: str, heading: str = "example") -> str:
+    """An epilog block of command lines, kept as written by :class:`HelpFormatter`. Each line must work as
+    written (tests run them on the embedded assets)."""
+    return f"{heading}{'s' if len(lines) > 1 else ''}:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def add_command(commands, name: str, *, example: str | Sequence[str], defaults: bool = False, **kwargs):
+    """``commands.add_parser(name, ...)`` with :func:`examples` as its epilog and :class:`HelpFormatter`
+    (:class:`DefaultsHelpFormatter` with ``defaults``)."""
+    lines = [example] if isinstance(example, str) else list(example)
+    kwargs.setdefault("formatter_class", DefaultsHelpFormatter if defaults else HelpFormatter)
+    return commands.add_parser(name, epilog=examples(*lines), **kwargs)
+
+
+@contextlib.contextmanager
+def no_partial_output(*paths):
+    """Remove what a failing command created at ``paths`` (files or folders; None entries are skipped), so a
+    bad input leaves nothing behind. Paths that existed before are left alone."""
+    fresh = [Path(p) for p in paths if p is not None and not Path(p).exists()]
+    try:
+        yield
+    except BaseException:
+        for path in fresh:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.exists() or path.is_symlink():
+                path.unlink(missing_ok=True)
+        raise

@@ -76,11 +76,15 @@ def load_generator(weights: str | os.PathLike = "synthetic", *, device: str | to
     """``(G, description)``: the sampling generator (``g_ema``, eval mode) of ``weights``.
 
     ``weights``: ``"synthetic"`` (see :func:`synthetic_generator_path`), ``"ffhq"`` (hub entry
-    ``stylegan2_ffhq_config_f``), a hub name, or a path to a rosinality-format ``.pt``. With
-    ``fallback_to_random``, a missing synthetic generator is replaced by :func:`tiny_generator` (and the
-    description says so) instead of raising.
+    ``stylegan2_ffhq_config_f``), a hub name, a path to a rosinality-format ``.pt``, or a StyleGAN2 training
+    checkpoint of ours or its run folder (the newest checkpoint's ``g_ema``). With ``fallback_to_random``, a
+    missing synthetic generator is replaced by :func:`tiny_generator` (and the description says so) instead
+    of raising.
     """
+    from colab_utils.checkpoint import FORMAT
+    from colab_utils.loading import read_source
     from colab_utils.stylegan2 import load_rosinality
+    from colab_utils.stylegan2.train import load_checkpoint
 
     device = torch.device(device) if device is not None else runtime.default_device()
     if weights == "synthetic":
@@ -94,10 +98,21 @@ def load_generator(weights: str | os.PathLike = "synthetic", *, device: str | to
     if weights == "ffhq":
         weights = FFHQ
     path = Path(weights)
+    if path.is_dir():
+        return load_checkpoint(path, device=device).g_ema, f"{path.name} (its newest training checkpoint)"
     if not path.is_file():
         from colab_utils import hub
 
         if str(weights) not in hub.REGISTRY:
             raise FileNotFoundError(f"{weights} is neither a file nor a hub entry ({', '.join(sorted(hub.REGISTRY))})")
+        entry = hub.REGISTRY[str(weights)]
+        if entry.format != "rosinality_stylegan2":      # refused before a download of the wrong model
+            from colab_utils.stylegan2.formats import StyleGANFormatError
+
+            raise StyleGANFormatError(f"{weights} is a {entry.format} file ({entry.description}), not a StyleGAN2 "
+                                      f"generator")
         path = Path(hub.download(str(weights)))
-    return load_rosinality(path, device=device).g_ema, f"{path.name}"
+    payload, _ = read_source(path, "StyleGAN2 checkpoint")
+    if isinstance(payload, dict) and payload.get("format") == FORMAT:   # a training checkpoint of ours
+        return load_checkpoint(path, device=device).g_ema, f"{path.name}"
+    return load_rosinality(payload, device=device, source=str(path)).g_ema, f"{path.name}"

@@ -259,19 +259,55 @@ def style_interpolation_gif(nets: Nets, sources: torch.Tensor, references: torch
 # Loading networks for synthesis
 # ---------------------------------------------------------------------------------------------------------
 
+# colab_utils.hub files: the FAN an official face model needs, and the domain names of each release (the
+# official code numbers domains in the sorted order of the training folders)
+HUB_FAN = {"stargan_v2_celeba_hq": "stargan_v2_wing"}
+HUB_DOMAINS = {"stargan_v2_celeba_hq": ("female", "male"), "stargan_v2_afhq": ("cat", "dog", "wild")}
+_HUB_FORMATS = ("stargan_v2_nets_ema", "unknown")
+
+
+def _hub_file(source, what: str, formats: Sequence[str]) -> Path:
+    """``source`` as a local path: itself when it exists, else the :mod:`colab_utils.hub` file it names
+    (downloaded once, cached), refused before any download when the registry says it is another format."""
+    path = Path(source)
+    if path.exists():
+        return path
+    from colab_utils import hub
+
+    try:
+        entry = hub.resolve(str(source))
+    except ValueError:
+        raise FileNotFoundError(f"{source} does not exist, and it is not a colab_utils.hub name "
+                                f"({', '.join(sorted(hub.REGISTRY))})") from None
+    if entry.format not in formats:
+        from .formats import StarGANFormatError
+
+        raise StarGANFormatError(f"{source} is a {entry.format} file ({entry.description}), not {what}")
+    return Path(hub.download(str(source)))
+
+
 def load_nets(path: str | os.PathLike, *, fan_path: str | os.PathLike | None = None, device="cpu",
               without_masks: bool = False) -> Nets:
     """Networks for synthesis from an official ``*_nets_ema.ckpt`` file, one of our training checkpoints
-    (``ckpt-*.pt``: its EMA networks) or a training run folder (its newest verified checkpoint). With
-    ``w_hpf > 0`` FAN weights come from ``fan_path`` (``wing.ckpt``) or the file's ``fan`` entry; without
-    them it raises :class:`FANRequiredError` unless ``without_masks=True``."""
+    (``ckpt-*.pt``: its EMA networks), a training run folder (its newest verified checkpoint), or a
+    :mod:`colab_utils.hub` name (``stargan_v2_celeba_hq``, ``stargan_v2_afhq``: downloaded once, cached). With
+    ``w_hpf > 0`` FAN weights come from ``fan_path`` (``wing.ckpt`` or the hub name ``stargan_v2_wing``), the
+    file's ``fan`` entry, or for ``stargan_v2_celeba_hq`` the release's ``stargan_v2_wing``; without them it
+    raises :class:`FANRequiredError` unless ``without_masks=True``. ``nets.domains`` holds the domain names
+    where they are known (training checkpoints, the hub releases, the shipped demo), else it is empty."""
     from colab_utils.checkpoint import FORMAT
     from colab_utils.loading import read_source
 
+    from .demo import DEMO_ASSET, DEMO_DOMAINS
     from .formats import load_official
     from .train import nets_from_checkpoint
 
-    path = Path(path)
+    name = str(path)
+    if fan_path is None and name in HUB_FAN and not Path(name).exists():
+        fan_path = HUB_FAN[name]
+    if fan_path is not None:
+        fan_path = _hub_file(fan_path, "FAN weights (wing.ckpt)", ("stargan_v2_fan", "unknown"))
+    path = _hub_file(path, "StarGAN v2 networks", _HUB_FORMATS)
     if path.is_dir():
         return nets_from_checkpoint(path, fan_path=fan_path, device=device, without_masks=without_masks)
     payload, _ = read_source(path, "StarGAN v2 checkpoint")
@@ -279,4 +315,30 @@ def load_nets(path: str | os.PathLike, *, fan_path: str | os.PathLike | None = N
         return nets_from_checkpoint(path, fan_path=fan_path, device=device, payload=payload,
                                     without_masks=without_masks)
     nets, _ = load_official(payload, device=device, fan_path=fan_path, without_masks=without_masks, source=path)
+    domains = HUB_DOMAINS.get(name) or (DEMO_DOMAINS if path.name == DEMO_ASSET else ())
+    nets.domains = list(domains) if len(domains) == nets.mapping_network.num_domains else []
     return nets
+
+
+def domain_index(nets: Nets, domain: int | str) -> int:
+    """The index of ``domain``: a name among ``nets.domains`` (e.g. ``"male"``) or an index (an int, or a
+    string of digits); a ValueError that lists the choices otherwise."""
+    count = nets.mapping_network.num_domains
+    names = list(getattr(nets, "domains", None) or [])
+    text = str(domain).strip()
+    if isinstance(domain, bool):
+        raise ValueError(f"a domain is a name or an index, not {domain!r}")
+    if isinstance(domain, int) or text.isdigit():
+        index = int(text)
+        if not 0 <= index < count:
+            raise ValueError(f"domain {index} is out of range: this model has {count} domains"
+                             + (f" ({', '.join(f'{i} {n}' for i, n in enumerate(names))})" if names else
+                                f", numbered 0..{count - 1}"))
+        return index
+    if text in names:
+        return names.index(text)
+    if names:
+        raise ValueError(f"unknown domain {text!r}: this model's domains are "
+                         f"{', '.join(f'{n} ({i})' for i, n in enumerate(names))}")
+    raise ValueError(f"unknown domain {text!r}: this model's {count} domains have no names; give an index "
+                     f"0..{count - 1}")

@@ -76,6 +76,7 @@ class VideoSummary:
     gif: Path | None = None
     notes: list[str] = field(default_factory=list)
     landmarks: str | None = None     # the landmark backend used in faces mode
+    audio_reason: str | None = None  # why the output has no sound (when ``audio`` is False)
 
     def __str__(self) -> str:
         rows = [("output", str(self.output)),
@@ -93,6 +94,15 @@ class VideoSummary:
         rows += [("note", note) for note in self.notes]
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+    def line(self) -> str:
+        """The summary in one line: output, frames, faces found, speed reached, and the sound."""
+        extra = [str(p) for p in (self.side_by_side, self.gif) if p is not None]
+        faces = (f"a face found in {self.faces_found}" if self.mode == "faces"
+                 else f"{self.faces_found} translated whole")
+        sound = "audio kept" if self.audio else f"no audio ({self.audio_reason or 'not kept'})"
+        return (f"wrote {self.output}{' (and ' + ', '.join(extra) + ')' if extra else ''}: {self.frames} frames at "
+                f"{self.fps:.3g} fps, {faces}, {self.frames_per_second:.2f} frames/s, {sound}")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -267,7 +277,8 @@ def translate_video(src, out, model, *, reference=None, domain: int | None = Non
                     side_by_side=None, gif=None, gif_max_side: int | None = 320,
                     gif_max_bytes: int | None = 8 * 2**20, temporal_blend: float = 0.0, smooth: bool = True,
                     landmarker: Landmarker | None = None, align_reference: bool = True, crf: int = 18,
-                    preset: str = "medium", progress: bool = True, verbose: bool = True) -> VideoSummary:
+                    preset: str = "medium", progress: bool = True, verbose: bool = True,
+                    require_faces: bool = False) -> VideoSummary:
     """Translate the video ``src`` into the H.264 MP4 ``out``, with the original sound, streaming.
 
     ``model``: StarGAN v2 :class:`~colab_utils.stargan.model.Nets` with ``reference`` (a face photo whose style
@@ -285,7 +296,9 @@ def translate_video(src, out, model, *, reference=None, domain: int | None = Non
     ``landmarker``: five-point landmarks per frame (default: a fresh ``make_landmarker("auto", video=True,
     fan=<the model's FAN>)``, i.e. MediaPipe, else the FAN loaded with the model, else a cached ``wing.ckpt``;
     one passed in keeps its tracking state, so give each clip its own). ``crf``/``preset``: the
-    x264 quality and speed (``crf=0`` is lossless before the yuv420p colour subsampling).
+    x264 quality and speed (``crf=0`` is lossless before the yuv420p colour subsampling). ``require_faces``:
+    in faces mode, a clip where no frame has a face is a :class:`VideoError` and nothing is written (by
+    default it is a warning and the output is the source unchanged).
 
     The output is encoded at the source's frame rate (a variable-rate source is resampled to its nominal rate)
     and appears at ``out`` (and ``side_by_side``) only when everything succeeded; the GIF is made from the
@@ -344,6 +357,9 @@ def translate_video(src, out, model, *, reference=None, domain: int | None = Non
         if frames == 0:
             raise VideoError(f"{src}: no frames between {start or 0.0:g} s and "
                              f"{'the end' if end is None else f'{end:g} s'} (the clip lasts {info.duration:.2f} s)")
+        if require_faces and mode == "faces" and faces == 0:   # raised inside: the writers leave nothing
+            raise VideoError(f"{src}: no face was found in any of its {frames} frames, so nothing was written (a "
+                             f"larger, frontal face helps; whole mode takes frames that are face crops)")
     notes += [n for n in writer.notes if n not in notes]
     if mode == "faces" and faces == 0:
         message = (f"no face was found in any of the {frames} frames of {src.name}: the output is the source "
@@ -362,7 +378,8 @@ def translate_video(src, out, model, *, reference=None, domain: int | None = Non
         seconds=seconds, fps=info.fps, frames_per_second=frames / seconds if seconds > 0 else math.inf,
         flicker=meter.value, audio=audio_from is not None,
         side_by_side=Path(side_by_side) if side_by_side is not None else None, gif=gif_path, notes=notes,
-        landmarks=landmarks_summary(landmarker) if landmarker is not None else None)
+        landmarks=landmarks_summary(landmarker) if landmarker is not None else None,
+        audio_reason=None if audio_from is not None else "the source has no audio stream")
     if verbose:
         print(summary)
     return summary
