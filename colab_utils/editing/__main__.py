@@ -190,6 +190,10 @@ def _transfer(args, target, reference):
     from .transfer import PartTransfer
 
     catalog = Catalog.load(args.catalog)
+    unknown = [part for part in args.parts or [] if part not in catalog.parts]
+    if unknown:
+        raise ValueError(f"{args.catalog} has no part named {', '.join(map(repr, unknown))}; its parts: "
+                         f"{', '.join(catalog.parts) or 'none yet (name them with the name command)'}")
     G, description = _load(args, catalog.settings)
     transfer = PartTransfer(G, catalog, read_face(target), read_face(reference), rho=args.rho, epsilon=args.epsilon,
                             truncation=args.truncation)

@@ -226,17 +226,15 @@ def run_sample(args) -> int:
 
 def run_align(args) -> int:
     from .align import align_folder
-    from .landmarks import LandmarkBackendError, make_landmarker
+    from .landmarks import make_landmarker
 
     fan = None
     if args.fan is not None:
         from .fan import load_fan
 
         fan = load_fan(args.fan, device=args.device)
-    try:
-        landmarker = make_landmarker(args.backend, fan=fan, device=args.device, download=args.download_fan)
-    except LandmarkBackendError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    # no backend here: a LandmarkBackendError, which cli.run prints as one error line (a project error)
+    landmarker = make_landmarker(args.backend, fan=fan, device=args.device, download=args.download_fan)
     print(f"landmarks: {landmarker.description}")
     try:
         report = align_folder(args.src, args.out, args.size, landmarker=landmarker)
