@@ -403,3 +403,76 @@ def test_console_scripts_run_the_same_mains():
     for target in scripts.values():
         module, _, name = target.partition(":")
         assert callable(getattr(importlib.import_module(module), name))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Every --help ends with an example that works as written
+# ---------------------------------------------------------------------------------------------------------
+
+from colab_utils.stylegan2 import __main__ as stylegan2_cli  # noqa: E402
+
+COMMANDS = {   # in the order their examples build on each other
+    "colab_utils.video": (video_cli, ["translate"]),
+    "colab_utils.editing": (editing_cli, ["catalog", "name", "transfer", "locality"]),
+    "colab_utils.stylegan2": (stylegan2_cli, ["train", "generate", "export", "evaluate"]),
+    "colab_utils.stargan": (stargan_cli, ["align", "train", "sample", "export", "evaluate"]),
+}
+
+
+def help_examples(main, command: str, capsys) -> list[list[str]]:
+    """The command lines under the 'example:' heading of ``<command> --help``, split as a shell would."""
+    import shlex
+
+    with pytest.raises(SystemExit) as stop:
+        main.main([command, "--help"])
+    text = capsys.readouterr().out
+    assert stop.value.code == 0
+    lines, inside = [], False
+    for line in text.splitlines():
+        if line in ("example:", "examples:"):
+            inside = True
+        elif inside and line.startswith("  "):
+            lines.append(shlex.split(line))
+        else:
+            inside = False
+    return lines
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A folder like a clone's, with what the examples name: assets/, talk.mp4, photos/, faces/{train,val}."""
+    from colab_utils.data.synthetic import make_faces, write_domain_folders
+
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    for path in (REPO / "assets").iterdir():
+        (assets / path.name).symlink_to(path)
+    if not (assets / DEMO_ASSET).exists():
+        tiny_stargan_file(assets / DEMO_ASSET)
+    make_synthetic_video(tmp_path / "talk.mp4", seconds=0.4, fps=FPS, size=32, style="dark_brunette",
+                         preset="portrait")
+    (tmp_path / "photos").mkdir()
+    for i, image in enumerate(make_faces(2, size=128, seed=5, preset="portrait")[0]):
+        Image.fromarray(image).save(tmp_path / "photos" / f"photo{i}.png")
+    write_domain_folders(tmp_path / "faces", 4, 2, size=32, domains=DEMO_DOMAINS, preset="portrait")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("module", list(COMMANDS))
+def test_every_help_ends_with_an_example_that_runs_as_written(module, workdir, capsys):
+    from colab_utils.stargan.landmarks import mediapipe_status
+
+    main, commands = COMMANDS[module]
+    for command in commands:
+        examples = help_examples(main, command, capsys)
+        assert len(examples) == 1, f"{module} {command} --help shows {len(examples)} examples"
+        argv = examples[0]
+        assert argv[:4] == ["python", "-m", module, command], argv
+        if module == "colab_utils.stargan" and command == "align" and not mediapipe_status()[0]:
+            shutil.copytree(workdir / "faces" / "val" / DEMO_DOMAINS[0], workdir / "aligned")   # no landmarks here
+            continue
+        code = exit_code(main.main, argv[3:])
+        captured = capsys.readouterr()
+        assert code == 0, f"{' '.join(argv)} exited {code}:\n{captured.err[-3000:]}"
+        assert "Traceback" not in captured.err

@@ -19,7 +19,7 @@ from pathlib import Path
 from colab_utils import cli
 
 PROG = "python -m colab_utils.editing"
-CATALOG_EXAMPLE = f"{PROG} catalog --generator assets/stylegan2_synthetic_64.pt --out catalog --n 100 --k 18"
+CATALOG_EXAMPLE = f"{PROG} catalog --generator assets/stylegan2_synthetic_64.pt --out catalog --n 32 --k 12"
 NAME_EXAMPLE = f"{PROG} name --catalog catalog --parts '{{\"eyes\": [3, 4], \"mouth\": [5]}}'"
 TRANSFER_EXAMPLE = f"{PROG} transfer --catalog catalog --target 0 --reference 1 --out transfer.png"
 LOCALITY_EXAMPLE = f"{PROG} locality --catalog catalog --pairs 0:1 2:3 --out locality.md"

@@ -24,6 +24,21 @@ EXAMPLES = """examples:
   python -m colab_utils.stargan evaluate --checkpoint 100000_nets_ema.ckpt --fan wing.ckpt --data celeba_hq/"""
 
 
+PROG = "python -m colab_utils.stargan"
+# One line per command that runs as written from a clone in seconds (tests/test_cli_jobs.py runs them in order,
+# beside photos/ and faces/{train,val}/<domain>/ folders); EXAMPLES above shows full-size runs.
+COMMAND_EXAMPLES = {
+    "align": f"{PROG} align --src photos --out aligned",
+    "train": f"{PROG} train --data faces --run-dir runs/trial --img-size 32 --w-hpf 0 --max-conv-dim 32 "
+             f"--base-dim 16 --hidden-dim 32 --batch 2 --total-iters 2 --workers 0 --quiet",
+    "sample": f"{PROG} sample --checkpoint assets/stargan_v2_demo_32_nets_ema.ckpt --src aligned --ref faces/val "
+              f"--out results --max-images 2 --gif-steps 4",
+    "export": f"{PROG} export --checkpoint runs/trial --out trial_nets_ema.ckpt",
+    "evaluate": f"{PROG} evaluate --checkpoint assets/stargan_v2_demo_32_nets_ema.ckpt --data faces --num-outs 2 "
+                f"--max-sources 2 --extractor random --lpips random",
+}
+
+
 def _parse_bool(text: str) -> bool | None:
     value = text.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -61,15 +76,16 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m colab_utils.stargan", description=DESCRIPTION,
-                                     epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.ArgumentParser(prog=PROG, description=DESCRIPTION,
+                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True,
                                      metavar="{train,sample,align,export,evaluate}")
 
-    train = commands.add_parser("train", help="train or continue training on domain folders",
-                                description="Train StarGAN v2 on DATA (a folder or .zip with train/<domain>/ "
-                                            "folders, e.g. train/female and train/male). Running it again with the "
-                                            "same --run-dir continues exactly where the last checkpoint left off.")
+    train = cli.add_command(commands, "train", example=COMMAND_EXAMPLES["train"],
+                            help="train or continue training on domain folders",
+                            description="Train StarGAN v2 on DATA (a folder or .zip with train/<domain>/ "
+                                        "folders, e.g. train/female and train/male). Running it again with the "
+                                        "same --run-dir continues exactly where the last checkpoint left off.")
     train.add_argument("--data", required=True, help="dataset folder or .zip (a zip on Drive is copied to local "
                                                      "disk and unpacked first)")
     train.add_argument("--run-dir", required=True, help="folder for checkpoints, sample grids, loss curves and "
@@ -80,9 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     _add_config_options(train)
 
-    sample = commands.add_parser("sample", help="reference-guided grid, latent-guided samples and the style "
-                                                "interpolation GIF",
-                                 description="Translate aligned faces (use `align` first) with trained networks.")
+    sample = cli.add_command(commands, "sample", example=COMMAND_EXAMPLES["sample"],
+                             help="reference-guided grid, latent-guided samples and the style interpolation GIF",
+                             description="Translate aligned faces (use `align` first) with trained networks.")
     cli.add_checkpoint_argument(sample, "--checkpoint", "--ckpt", help="an official *_nets_ema.ckpt, one of our "
                                                                       "training checkpoints (ckpt-*.pt) or a "
                                                                       "training run folder")
@@ -103,10 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--gif-steps", type=int, default=20, help="frames per reference in ref_vid.gif "
                                                                   "(default: 20; 0 skips the GIF)")
 
-    align = commands.add_parser("align", help="crop photos like CelebA-HQ (face found, landmarks, similarity "
-                                              "transform)",
-                                description="Align every photo of SRC into OUT as PNG; photos without a face "
-                                            "or that cannot be read are named.")
+    align = cli.add_command(commands, "align", example=COMMAND_EXAMPLES["align"],
+                            help="crop photos like CelebA-HQ (face found, landmarks, similarity transform)",
+                            description="Align every photo of SRC into OUT as PNG; photos without a face "
+                                        "or that cannot be read are named.")
     align.add_argument("--src", required=True, help="folder of photos")
     align.add_argument("--out", required=True, help="output folder")
     align.add_argument("--size", type=int, default=256, help="output size in pixels (default: 256)")
@@ -121,8 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "the FAN is needed and not cached")
     align.add_argument("--device", default="cpu", help="device for FAN (default: cpu)")
 
-    export = commands.add_parser("export", help="write a training checkpoint as official *_nets_ema.ckpt / "
-                                                "*_nets_D.ckpt files")
+    export = cli.add_command(commands, "export", example=COMMAND_EXAMPLES["export"],
+                             help="write a training checkpoint as official *_nets_ema.ckpt / *_nets_D.ckpt files")
     cli.add_checkpoint_argument(export, "--checkpoint", "--ckpt", help="one of our training checkpoints "
                                                                       "(ckpt-*.pt) or a training run folder (its "
                                                                       "newest checkpoint)")
@@ -136,8 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_evaluate(commands) -> None:
-    evaluate = commands.add_parser(
-        "evaluate", help="the paper's FID and LPIPS for every ordered pair of domains",
+    evaluate = cli.add_command(
+        commands, "evaluate", example=COMMAND_EXAMPLES["evaluate"],
+        help="the paper's FID and LPIPS for every ordered pair of domains",
         description="StarGAN v2's evaluation protocol (the official --mode eval): every validation image of a "
                     "domain is translated into every other domain --num-outs times, with random latent codes and "
                     "with the target domain's validation images as references; FID against the target domain's "

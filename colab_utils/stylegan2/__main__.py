@@ -18,6 +18,19 @@ from pathlib import Path
 
 from colab_utils import cli
 
+PROG = "python -m colab_utils.stylegan2"
+# One line per command that runs as written from a clone in seconds (tests/test_cli_jobs.py runs them in order,
+# beside a folder faces/ of images); the module docstring shows full-size runs.
+EXAMPLES = {
+    "train": f"{PROG} train --data synthetic --synthetic-images 64 --run-dir runs/trial --size 32 --channels 32 "
+             f"--style-dim 64 --n-mlp 2 --batch 4 --steps 4 --n-samples 4 --metrics-every-kimg none "
+             f"--metrics-final-images none",
+    "generate": f"{PROG} generate --ckpt assets/stylegan2_synthetic_64.pt --n 4 --out samples.png "
+                f"--interpolate walk.gif --steps-per-pair 4",
+    "export": f"{PROG} export --ckpt runs/trial --out trial.pt",
+    "evaluate": f"{PROG} evaluate --ckpt runs/trial --data faces --n 64 --extractor random",
+}
+
 DEFAULTS = None  # filled lazily with TrainConfig() so `--help` shows the real defaults
 
 
@@ -54,7 +67,8 @@ def _optional_int(text: str):
 
 def _add_train(sub) -> None:
     d = _defaults()
-    p = sub.add_parser("train", help="train or continue a run", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = sub.add_parser("train", help="train or continue a run", formatter_class=cli.DefaultsHelpFormatter,
+                       epilog=cli.examples(EXAMPLES["train"]),
                        description="Train StyleGAN2 (or continue the newest checkpoint in --run-dir).")
     g = p.add_argument_group("data and folders")
     g.add_argument("--data", default="synthetic",
@@ -152,7 +166,8 @@ def _add_train(sub) -> None:
 
 def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="sample images or an interpolation GIF",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=cli.DefaultsHelpFormatter,
+                       epilog=cli.examples(EXAMPLES["generate"]),
                        description="Sample from a training checkpoint, a run folder (its newest checkpoint) or a "
                                    "rosinality .pt file (e.g. stylegan2-ffhq-config-f.pt).")
     cli.add_checkpoint_argument(p, "--ckpt", "--checkpoint", help="checkpoint file, run folder or rosinality .pt")
@@ -171,7 +186,8 @@ def _add_generate(sub) -> None:
 
 def _add_export(sub) -> None:
     p = sub.add_parser("export", help="training checkpoint -> rosinality .pt",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=cli.DefaultsHelpFormatter,
+                       epilog=cli.examples(EXAMPLES["export"]),
                        description="Write the networks of a training checkpoint (or the newest one of a run folder) "
                                    "as a rosinality/stylegan2-pytorch file: g_ema, g, d and latent_avg.")
     cli.add_checkpoint_argument(p, "--ckpt", "--checkpoint", help="training checkpoint file or run folder")
@@ -181,7 +197,8 @@ def _add_export(sub) -> None:
 
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="FID / KID of a checkpoint against a dataset",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=cli.DefaultsHelpFormatter,
+                       epilog=cli.examples(EXAMPLES["evaluate"]),
                        description="fid50k_full and kid50k_full (50,000 generated images against every real image, as "
                                    "NVlabs' StyleGAN2 reports them) of a training checkpoint, a run folder (its "
                                    "newest checkpoint) or a rosinality .pt file. A training checkpoint's metric "
@@ -204,8 +221,8 @@ def _add_evaluate(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m colab_utils.stylegan2", description=__doc__.split("\n\n")[0],
-                                     epilog="Run '<command> --help' for the options of each command.")
+    parser = cli.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                                epilog="Run '<command> --help' for the options of each command.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{train,generate,export,evaluate}")
     _add_train(sub)
     _add_generate(sub)
