@@ -16,7 +16,11 @@ by mixing their style vectors only in the channels that act on that part.
 3. **Edit**: single-part transfers, then live sliders.
 
 Works on any StyleGAN2 in the rosinality format: the one notebook 01 trains, or NVIDIA's FFHQ weights
-(set `WEIGHTS = "ffhq"`, GPU runtime recommended)."""
+(set `WEIGHTS = "ffhq"`, GPU runtime recommended).
+
+The same jobs from a terminal: `python -m colab_utils.editing catalog --generator ffhq --out catalog --heatmaps
+heatmaps.png`, then `name --catalog catalog --parts parts.json` and `transfer --catalog catalog --kind parts
+--out edits.png` (`--help` for the options)."""
 
 CELLS = [
     ("code", '''
@@ -69,13 +73,11 @@ viz.show(heatmaps)
            "each cluster is named after the part it overlaps best (IoU). Otherwise use `PART_NAMES`, or the form below: "
            "pick a part per cluster, press the button, then run the following cells."),
     ("code", '''
-from colab_utils.editing import auto_name_clusters, load_segmenter
+from colab_utils.editing.jobs import is_synthetic, name_catalog
 from colab_utils.widgets import cluster_naming_form
-if PART_NAMES:
-    catalog.set_parts(PART_NAMES)
-elif WEIGHTS == "synthetic":
-    segmenter = load_segmenter(fallback_steps=SEGMENTER_STEPS)
-    naming = auto_name_clusters(G, catalog, segmenter, n_samples=16, seed=SEED + 2, truncation=TRUNCATION)
+naming = name_catalog(G, catalog, part_names=PART_NAMES, auto_name=is_synthetic(WEIGHTS),
+                      segmenter_steps=SEGMENTER_STEPS, seed=SEED, truncation=TRUNCATION)
+if naming is not None:
     print(naming.table())
 form = cluster_naming_form(catalog, thumbnails=cluster_heatmap_rows(faces, cluster_maps, catalog.k))
 form
@@ -96,15 +98,10 @@ print("parts:", catalog.parts, "| saved to", folder)
            "may have."),
     ("code", '''
 from colab_utils.editing import PartTransfer, ordered_parts
-from colab_utils.editing.transfer import GLOBAL_PARTS
+from colab_utils.editing.jobs import part_edits_grid
 transfer = PartTransfer(G, catalog, TARGET, REFERENCE, truncation=TRUNCATION)
 parts = ordered_parts(catalog)   # facial features first, then the others, the background last
-rows = []
-for part in parts:
-    rows.append(transfer.render([transfer.target_styles, transfer.blend({part: 0.5}), transfer.blend({part: 1.0}),
-                                 transfer.reference_styles]))
-edits = viz.image_grid(rows, nrow=4, row_labels=[f"{p} (global)" if p in GLOBAL_PARTS else p for p in parts],
-                       col_labels=["target", "0.5", "1.0", "reference"])
+edits = part_edits_grid(transfer, parts, strengths=(0.5, 1.0))
 edits.save(OUT / "single_part_edits.png")
 viz.show(edits)
 '''),

@@ -11,7 +11,10 @@ then how local each part edit is, against global style mixing and pixel-space pa
 *Editing in Style*, CVPR 2020).
 
 Uses the catalog notebook 02 saved on Drive when there is one, else builds it (and, for the generator trained on
-synthetic faces, names its clusters with the small segmenter)."""
+synthetic faces, names its clusters with the small segmenter).
+
+The same jobs from a terminal: `python -m colab_utils.editing transfer --catalog catalog --target 0 --reference 1
+--out full.png` and `python -m colab_utils.editing locality --catalog catalog --pairs 0:1 2:3 4:5`."""
 
 CELLS = [
     ("code", '''
@@ -46,18 +49,20 @@ print(f"editing {description}: {G.size} px")
 '''),
     ("md", "## Catalog and part names"),
     ("code", '''
-from colab_utils.editing import Catalog, auto_name_clusters, build_catalog, load_segmenter
+from colab_utils.editing import Catalog
+from colab_utils.editing.jobs import is_synthetic, make_catalog, name_catalog
 saved = runtime.project_dir("catalogs") / f"catalog_{G.size}px_k{K}" if REUSE_CATALOG else None
 if saved is not None and (saved / "catalog.json").is_file():
     catalog = Catalog.load(saved)
     catalog.check_generator(G)
+    naming = name_catalog(G, catalog, part_names=PART_NAMES, auto_name=not catalog.parts and is_synthetic(WEIGHTS),
+                          segmenter_steps=SEGMENTER_STEPS, seed=SEED, truncation=TRUNCATION)
 else:
-    catalog = build_catalog(G, n_samples=N_SAMPLES, k=K, seed=SEED, truncation=TRUNCATION)
-if PART_NAMES:
-    catalog.set_parts(PART_NAMES)
-elif not catalog.parts and WEIGHTS == "synthetic":
-    segmenter = load_segmenter(fallback_steps=SEGMENTER_STEPS)
-    print(auto_name_clusters(G, catalog, segmenter, n_samples=16, seed=SEED + 2, truncation=TRUNCATION).table())
+    catalog, naming = make_catalog(G, n_samples=N_SAMPLES, k=K, seed=SEED, truncation=TRUNCATION,
+                                   part_names=PART_NAMES, auto_name=is_synthetic(WEIGHTS),
+                                   segmenter_steps=SEGMENTER_STEPS)
+if naming is not None:
+    print(naming.table())
 if not catalog.parts:
     raise ValueError("name the catalog's clusters first: set PART_NAMES, or use notebook 02's form")
 print(catalog)
@@ -66,14 +71,10 @@ print(catalog)
            "(*joint*), and the reference. Every image of a row comes from one synthesis pass over cached styles. "
            "The background is left out: its channels carry the picture's global style."),
     ("code", '''
-from colab_utils.editing import PartTransfer, progression_grid
+from colab_utils.editing import PartTransfer
+from colab_utils.editing.jobs import full_face_grid
 transfer = PartTransfer(G, catalog, *PAIRS[0], rho=RHO, epsilon=EPSILON, truncation=TRUNCATION)
-progressions = []
-for target, reference in PAIRS:
-    transfer.set_target(target)
-    transfer.set_reference(reference)
-    progressions.append(transfer.progression(PARTS, STRENGTH))
-grid = progression_grid(progressions, row_labels=[f"{t} <- {r}" for t, r in PAIRS])
+grid, progressions = full_face_grid(transfer, PAIRS, PARTS, STRENGTH)
 grid.save(OUT / "full_face_transfer.png")
 viz.show(grid)
 '''),
@@ -83,13 +84,9 @@ viz.show(grid)
            "blend* pastes the reference's part into the target, which matches this measure by construction but "
            "ignores whether the part fits the face."),
     ("code", '''
-from colab_utils.editing import locality_table, mean_locality
-reports = []
-for target, reference in PAIRS:
-    transfer.set_target(target)
-    transfer.set_reference(reference)
-    reports.append(transfer.locality(PARTS, STRENGTH))
-table = locality_table(mean_locality(reports))
+from colab_utils.editing import locality_table
+from colab_utils.editing.jobs import locality_rows
+table = locality_table(locality_rows(transfer, PAIRS, PARTS, STRENGTH))
 (OUT / "locality.md").write_text(table + "\\n")
 print(table)
 '''),

@@ -11,7 +11,9 @@ jitter, and the **original sound** is muxed back in sync. Frames stream through 
 is written to disk but the result, and memory stays flat however long the clip.
 
 Pick a clip (your Drive, an upload, or the built-in synthetic talking face), a reference photo or a domain,
-then run the cells top to bottom."""
+then run the cells top to bottom. The same job from a terminal (a batch of clips overnight, a rented GPU box):
+`python -m colab_utils.video translate talk.mp4 --out talk_male.mp4 --checkpoint stargan_v2_celeba_hq --domain
+male --side-by-side --gif` (`--help` lists every option)."""
 
 CELLS = [
     ("code", '''
@@ -23,7 +25,8 @@ DEMO = SMOKE and demo_model_path() is not None   # smoke runs: the small StarGAN
 CLIP = ""              # a video on Drive, e.g. "/content/drive/MyDrive/clips/me.mp4"; empty: see UPLOAD
 UPLOAD = False         # in Colab, pick a clip from your computer; otherwise the synthetic talking face is used
 REFERENCE = ""         # a face photo whose style to copy (aligned automatically); empty: a random style
-DOMAIN = 1             # CelebA-HQ: 0 female, 1 male (with REFERENCE: the reference's domain); demo: 1 fair_blond
+DOMAIN = 1             # a name or an index; CelebA-HQ: "female" 0, "male" 1 (with REFERENCE: the reference's
+                       # domain); the demo model: "dark_brunette" 0, "fair_blond" 1
 SEED = 0               # picks the random style when there is no REFERENCE
 MODE = "whole" if DEMO else "faces"   # "faces" for footage; "whole" when the clip is already a face crop
 TEMPORAL_BLEND = 0.3   # 0: off; up to ~0.6: steadier faces, a little ghosting on fast motion
@@ -92,13 +95,13 @@ one whose "translation" is noise-like, but every step of the pipeline runs. In f
 MediaPipe where it runs, else with the model's FAN (Python 3.13, Colab's, has no MediaPipe wheel with face models)."""),
     ("code", '''
 from colab_utils import hub
-from colab_utils.stargan import StarGANConfig, build_nets, load_official
+from colab_utils.stargan import StarGANConfig, build_nets, load_nets
 from colab_utils.stargan.demo import DEMO_NOTE, load_demo
 
 official = runtime.project_dir("downloads") / hub.resolve("stargan_v2_celeba_hq").filename
 if official.exists() or not SMOKE:
-    nets, config = load_official(hub.download("stargan_v2_celeba_hq"), device=device,
-                                 fan_path=hub.download("stargan_v2_wing"))
+    nets = load_nets("stargan_v2_celeba_hq", device=device)   # with its FAN (stargan_v2_wing), as the CLI loads it
+    config = nets.config
 elif DEMO:
     nets = load_demo(device=device)   # an official-format file, read by the loader of the CelebA-HQ networks
     config = nets.config
@@ -115,7 +118,10 @@ print(config)
     ("code", '''
 from PIL import Image
 from colab_utils.data.synthetic import make_faces
+from colab_utils.stargan.synthesize import domain_index
 from colab_utils.video import StarGANFrameModel
+
+DOMAIN = domain_index(nets, DOMAIN)   # a name becomes its index
 
 reference = REFERENCE
 if not reference and SMOKE and not DEMO:   # exercise the reference path with a synthetic "photo"
