@@ -3,10 +3,10 @@
     from colab_utils import cli
 
     def build_parser():
-        parser = argparse.ArgumentParser(prog="python -m colab_utils.video")
+        parser = cli.ArgumentParser(prog="python -m colab_utils.video")
         commands = parser.add_subparsers(dest="command", required=True)
-        p = commands.add_parser("translate")
-        cli.add_checkpoint_argument(p, "--checkpoint", help="StarGAN v2 weights or a run folder")
+        p = cli.add_command(commands, "translate", example="python -m colab_utils.video translate talk.mp4 ...")
+        cli.add_checkpoint_argument(p, "--checkpoint", hub=True, help="StarGAN v2 weights, a run folder or a hub name")
         cli.add_device_argument(p)
         return parser
 
@@ -26,6 +26,11 @@ What :func:`run` does with what a command raises:
 - anything else is a bug: its traceback is printed, then a line asking for a report, exit 1.
 
 Warnings print as ``<prog>: warning: <message>`` lines, without the source line Python shows.
+
+Also shared: :class:`ArgumentParser` (a bad command line is one line too), :func:`add_command` and
+:func:`examples` (every ``--help`` ends with an example that runs as written; :class:`HelpFormatter` keeps it
+as written), :func:`add_checkpoint_argument` with ``hub=True`` (a file, a run folder or a
+:mod:`colab_utils.hub` name), and :func:`no_partial_output` (a failing command leaves no output behind).
 """
 from __future__ import annotations
 
