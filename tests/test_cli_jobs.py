@@ -262,14 +262,18 @@ def test_transfer_writes_each_kind_at_its_size(named_catalog, tmp_path, capsys):
         pictures[kind] = Image.open(out)
         assert capsys.readouterr().out.startswith(f"wrote {out} ({pictures[kind].width}x{pictures[kind].height}, ")
     assert pictures["image"].size == (size, size)
-    # full: target, +eyes, +mouth, joint, reference (the background is left out) with labels left and on top
-    width, height = grid_size(5, 1, size)
-    assert pictures["full"].width > width and pictures["full"].height > height
-    # parts: one row per part (eyes, mouth, background), columns target, 3 strengths, reference
-    pw, ph = grid_size(5, 3, size)
-    assert pictures["parts"].width > pw and pictures["parts"].height > ph
-    # the tiles themselves: the unlabelled grid is the labelled one's lower-right corner
     from colab_utils import viz
+
+    # full: target, +eyes, +mouth, joint, reference (the background is left out), labels left and on top
+    blank = torch.zeros(1, 3, size, size)
+    assert pictures["full"].size == viz.image_grid(
+        [blank] * 5, nrow=5, row_labels=["3 <- 4"], col_labels=["target", "+eyes", "+mouth", "joint", "reference"]).size
+    assert pictures["full"].width > grid_size(5, 1, size)[0] and pictures["full"].height > grid_size(5, 1, size)[1]
+    # parts: one row per part (eyes, mouth, background), columns target, 3 strengths, reference
+    assert pictures["parts"].size == viz.image_grid(
+        [blank] * 15, nrow=5, row_labels=["eyes", "mouth", "background (global)"],
+        col_labels=["target", "0.25", "0.5", "1", "reference"]).size
+    # the pictures are the ones the notebooks' functions make
     from colab_utils.editing import Catalog, PartTransfer
     from colab_utils.editing.jobs import edited_image, full_face_grid
 
