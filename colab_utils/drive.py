@@ -849,7 +849,10 @@ def copy_files(sources: Iterable[str | os.PathLike], folder: str | os.PathLike, 
     folder = Path(folder)
     files: list[Path] = []
     for source in sources:
-        matches = sorted(glob.glob(str(source))) if glob.has_magic(str(source)) else [str(source)]
+        pattern = any(c in str(source) for c in "*?[")
+        matches = sorted(glob.glob(str(source))) if pattern else [str(source)]
+        if not matches:
+            raise FileNotFoundError(f"{source} matches no file (nothing to copy)")
         for match in matches:
             path = Path(match)
             if not path.is_file():

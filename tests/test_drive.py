@@ -326,6 +326,9 @@ def test_the_copy_command_refuses_an_unmounted_drive_and_a_missing_file(tmp_path
     assert list(root.iterdir()) == []
     assert drive.main(["copy", str(tmp_path / "nothing.pt"), str(tmp_path / "d")]) == 2
     assert "nothing.pt is not a file" in capsys.readouterr().err
+    assert drive.main(["copy", str(tmp_path / "run" / "*.gif"), str(tmp_path / "d")]) == 2
+    assert "*.gif matches no file" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
 
 
 # ---------------------------------------------------------------------------------------------------------
