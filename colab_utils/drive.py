@@ -886,7 +886,16 @@ def copy_files(sources: Iterable[str | os.PathLike], folder: str | os.PathLike, 
     return copied, problems
 
 
+def _run_copy(args: argparse.Namespace) -> int:
+    copied, problems = copy_files(args.sources, args.folder, stall_s=args.stall_s)
+    if problems:
+        raise DriveUnavailableError("; ".join(problems))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    from colab_utils import cli  # the shared handler: a missing file or a Drive problem is one line and exit 2
+
     parser = argparse.ArgumentParser(prog="python -m colab_utils.drive",
                                      description="Copy files that a run left on local disk to Google Drive, with "
                                                  "the same checks as during training (live mount, temp file, "
@@ -897,15 +906,7 @@ def main(argv: list[str] | None = None) -> int:
     copy.add_argument("folder", help="the Drive folder to copy them into (created if missing, on a live mount)")
     copy.add_argument("--stall-s", type=float, default=60.0,
                       help="give up when Drive moves no byte for this many seconds (default: 60)")
-    args = parser.parse_args(argv)
-    try:
-        copied, problems = copy_files(args.sources, args.folder, stall_s=args.stall_s)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    for problem in problems:
-        print(f"error: {problem}", file=sys.stderr)
-    return 1 if problems else 0
+    return cli.run(parser, {"copy": _run_copy}, argv)
 
 
 if __name__ == "__main__":

@@ -320,8 +320,9 @@ def test_the_copy_command_refuses_an_unmounted_drive_and_a_missing_file(tmp_path
     root.mkdir()
     monkeypatch.setenv(drive.ROOT_ENV, str(root))
     (src,) = make_files(tmp_path / "run", 1)
-    assert drive.main(["copy", str(src), str(root / "MyDrive" / "run")]) == 1
+    assert drive.main(["copy", str(src), str(root / "MyDrive" / "run")]) == 2
     err = capsys.readouterr().err
+    assert err.startswith(f"python -m colab_utils.drive: error: {root} is not a mount point")
     assert "is not a mount point" in err and "Nothing was copied" in err and "mount_drive()" in err
     assert list(root.iterdir()) == []
     assert drive.main(["copy", str(tmp_path / "nothing.pt"), str(tmp_path / "d")]) == 2
