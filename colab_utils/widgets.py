@@ -29,7 +29,8 @@ class FaceEditor:
     """Per-part strengths of a reference face applied to a target face, re-rendered on every change.
 
     ``target``/``reference``: a seed, a W / W+ latent or a list of style vectors (see
-    ``editing.transfer.face_styles``); ``parts``: the sliders (default: every named part of the catalog);
+    ``editing.transfer.face_styles``), or a photo (path, PIL image, array, upload, or an inverted
+    ``editing.photo.PhotoFace``; ``photo_options`` go to ``editing.photo.photo_face``); ``parts``: the sliders (default: every named part of the catalog);
     ``strengths``: initial values in [0, 1] (default 0, i.e. the target); ``rho``/``epsilon``: the query
     thresholds. Every setter renders once and returns the new image [1, 3, H, W] in [-1, 1]; listeners added
     with :meth:`observe` receive it too.
@@ -38,9 +39,10 @@ class FaceEditor:
     def __init__(self, G, catalog: Catalog, target: Face = 0, reference: Face = 1, *,
                  parts: Iterable[str] | None = None, strengths: Mapping[str, float] | None = None,
                  rho: float | Sequence[float] = DEFAULT_RHO, epsilon: float | Sequence[float] | None = DEFAULT_EPSILON,
-                 truncation: float = DEFAULT_TRUNCATION, truncation_latent: torch.Tensor | None = None):
+                 truncation: float = DEFAULT_TRUNCATION, truncation_latent: torch.Tensor | None = None,
+                 photo_options: Mapping | None = None):
         self.transfer = PartTransfer(G, catalog, target, reference, rho=rho, epsilon=epsilon, truncation=truncation,
-                                     truncation_latent=truncation_latent)
+                                     truncation_latent=truncation_latent, photo_options=photo_options)
         self.parts = ordered_parts(catalog, parts)
         self.strengths = {p: 0.0 for p in self.parts}
         self._listeners: list[Callable[[torch.Tensor], None]] = []
@@ -165,7 +167,13 @@ class FaceEditor:
 
 
 def _describe(face: Face) -> str:
-    return f"seed {face}" if isinstance(face, int) else "(latent)" if isinstance(face, torch.Tensor) else "(styles)"
+    if hasattr(face, "w_plus") and hasattr(face, "generator"):
+        return f"photo {getattr(face, 'name', '')}".strip()
+    if isinstance(face, (str, os.PathLike)):
+        return f"photo {face}"
+    if isinstance(face, (list, tuple)) or isinstance(face, torch.Tensor):
+        return "(latent)" if isinstance(face, torch.Tensor) else "(styles)"
+    return f"seed {face}" if isinstance(face, int) else "(photo)"
 
 
 def _check_rho(rho) -> None:

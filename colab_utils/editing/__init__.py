@@ -6,7 +6,8 @@ the per-layer contribution matrices M; ``edit``: the query q and the style blend
 locality of an edit; ``transfer``: part and full-face transfer with cached style vectors, locality against the
 baselines; ``segmenter``: a small part segmenter for synthetic faces, face-parser hooks, naming clusters by
 overlap; ``generators``: which StyleGAN2 to edit (trained on synthetic faces, FFHQ, your own file) and the
-segmenter shipped with the synthetic one; ``figures``: per-part transfer errors under an independent labeler.
+segmenter shipped with the synthetic one; ``figures``: per-part transfer errors under an independent labeler; ``ffhq_align``, ``invert`` and ``photo``: your
+own photo aligned like FFHQ, projected into W+ with pivotal tuning, edited and pasted back.
 """
 from .catalog import Catalog, build_catalog, cluster_layer_name, style_layer_inputs
 from .generators import load_generator, load_segmenter, synthetic_generator_path, synthetic_segmenter_path, tiny_generator
@@ -17,6 +18,9 @@ from .metrics import EditLocality, edit_locality, locality_table, masked_mse, rg
 from .segmenter import (ClusterNaming, ParserLabeler, PartSegmenter, auto_name_clusters, cluster_heatmap_grid,
                         cluster_heatmap_rows, face_parser_from_hub, label_samples, name_clusters, part_iou,
                         sample_cluster_maps, train_segmenter)
+from .ffhq_align import FFHQFace, TinyFaceError, align_ffhq, ffhq_quad, find_faces
+from .invert import Inversion, invert, pivotal_tuning, preview_strip, project, psnr
+from .photo import PhotoError, PhotoFace, label_landmarks, photo_face, read_photo, upload_widget
 from .transfer import (PartTransfer, Progression, face_styles, full_face_transfer, locality_report, mean_locality,
                        ordered_parts, progression_grid, seeded_w_plus)
 
@@ -30,6 +34,9 @@ __all__ = [
     "ClusterNaming", "ParserLabeler", "PartSegmenter", "auto_name_clusters", "cluster_heatmap_grid",
     "cluster_heatmap_rows", "face_parser_from_hub", "label_samples", "name_clusters", "part_iou", "sample_cluster_maps",
     "train_segmenter",
+    "FFHQFace", "TinyFaceError", "align_ffhq", "ffhq_quad", "find_faces",
+    "Inversion", "invert", "pivotal_tuning", "preview_strip", "project", "psnr",
+    "PhotoError", "PhotoFace", "label_landmarks", "photo_face", "read_photo", "upload_widget",
     "PartTransfer", "Progression", "face_styles", "full_face_transfer", "locality_report", "mean_locality",
     "ordered_parts", "progression_grid", "seeded_w_plus",
 ]

@@ -11,6 +11,11 @@ network (the mapping network and the per-layer affine maps never run again), and
 part and thresholds. :func:`full_face_transfer` returns the progression, :func:`progression_grid` draws it for
 several pairs, and :meth:`PartTransfer.locality` measures each part edit against the two baselines of the
 paper's evaluation: global style mixing of the same layers, and pasting the part in pixel space.
+
+Either face may also be a photo (a path, PIL image, array or upload, or a :class:`~colab_utils.editing.photo.
+PhotoFace` already inverted): it is aligned and inverted once (:func:`~colab_utils.editing.photo.photo_face`,
+options in ``photo_options``), and a photo target is drawn by its pivotally tuned copy of G, through which the
+reference is drawn too.
 """
 from __future__ import annotations
 
@@ -41,7 +46,7 @@ PART_ORDER = ("eyes", "brows", "nose", "mouth", "skin", "hair", "background")
 # global colour and light of the face): left out of the default full-face progression, listed last elsewhere.
 GLOBAL_PARTS = ("background",)
 
-Face = int | torch.Tensor | Sequence[torch.Tensor]
+Face = int | torch.Tensor | Sequence[torch.Tensor]   # or a photo (see the module docstring)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -76,6 +81,8 @@ def face_styles(G, face: Face, *, truncation: float = DEFAULT_TRUNCATION,
     as it is, or a list of style vectors (one per style layer) used as they are.
     """
     device = _device_of(G)
+    if hasattr(face, "w_plus") and hasattr(face, "generator"):     # an inverted photo (editing.photo.PhotoFace)
+        face = face.w_plus
     if isinstance(face, bool):
         raise TypeError("a face is a seed (int), a W / W+ latent tensor or a list of style vectors, not a bool")
     if isinstance(face, int):
@@ -206,16 +213,23 @@ class PartTransfer:
     """Move parts of a reference face onto a target face, re-running only the synthesis network.
 
     ``target``/``reference``: faces as :func:`face_styles` takes them (a seed, a W / W+ latent, or style
-    vectors); ``rho``/``epsilon``: the query thresholds (one value, or one per style layer; ``epsilon=None``
-    for no limit); ``truncation`` applies to faces given by seed. The style vectors of both faces are
-    computed here and when a face changes (:meth:`set_target`, :meth:`set_reference`), never during an edit.
+    vectors), or photos (see the module docstring; ``photo_options`` go to
+    :func:`~colab_utils.editing.photo.photo_face`); ``rho``/``epsilon``: the query thresholds (one value, or one
+    per style layer; ``epsilon=None`` for no limit); ``truncation`` applies to faces given by seed. The style
+    vectors of both faces are computed here and when a face changes (:meth:`set_target`, :meth:`set_reference`),
+    never during an edit. ``G`` is the generator the edits are drawn with: the one passed in, or the tuned copy
+    of a photo target.
     """
 
     def __init__(self, G, catalog: Catalog, target: Face = 0, reference: Face = 1, *,
                  rho: float | Sequence[float] = DEFAULT_RHO, epsilon: float | Sequence[float] | None = DEFAULT_EPSILON,
-                 truncation: float = DEFAULT_TRUNCATION, truncation_latent: torch.Tensor | None = None):
+                 truncation: float = DEFAULT_TRUNCATION, truncation_latent: torch.Tensor | None = None,
+                 photo_options: Mapping | None = None):
         catalog.check_generator(G)
         self.G, self.catalog = G, catalog
+        self.base_G = G
+        self.photo_options = dict(photo_options or {})
+        self.reference_face: Face | None = None
         self.truncation = float(truncation)
         self.truncation_latent = truncation_latent
         if self.truncation < 1:  # the loaded file's latent_avg by default
@@ -229,10 +243,30 @@ class PartTransfer:
     def styles_of(self, face: Face) -> list[torch.Tensor]:
         return face_styles(self.G, face, truncation=self.truncation, truncation_latent=self.truncation_latent)
 
+    def as_face(self, face):
+        """A photo source (path, PIL image, array, upload) aligned and inverted into a ``PhotoFace`` (once: the
+        inversion is cached); any other face as it is."""
+        from .photo import is_photo_source, photo_face
+
+        if is_photo_source(face):
+            return photo_face(self.base_G, face, **self.photo_options)
+        return face
+
     def set_target(self, face: Face) -> None:
+        face = self.as_face(face)
+        G = getattr(face, "generator", None) if hasattr(face, "w_plus") else None
+        G = self.base_G if G is None else G
+        if G is not self.G:
+            self.catalog.check_generator(G)
+            self.G = G
+            if self.reference_face is not None:      # the reference is drawn through the same generator
+                self.reference_styles = self.styles_of(self.reference_face)
+        self.target_face = face
         self.target_styles = self.styles_of(face)
 
     def set_reference(self, face: Face) -> None:
+        face = self.as_face(face)
+        self.reference_face = face
         self.reference_styles = self.styles_of(face)
 
     def set_thresholds(self, rho: float | Sequence[float] | None = None,
