@@ -49,7 +49,7 @@ def mount_drive(path: str = DRIVE_MOUNT, *, force_remount: bool = False, verbose
     if mounted and not force_remount:
         if verbose:
             print(f"Google Drive already mounted at {mount}")
-        return mount
+        return _announce_drive_root(mount)
     if not mounted and mount.is_dir() and any(mount.iterdir()):
         raise ValueError(f"Drive mount point {mount} exists and is not empty (and no Drive is mounted there); "
                          "Colab mounts only into an empty folder: move its contents away or pick another folder")
@@ -57,6 +57,13 @@ def mount_drive(path: str = DRIVE_MOUNT, *, force_remount: bool = False, verbose
 
     # force_remount=True on a live (or stale) mount: Colab's own drive.mount unmounts it first.
     drive.mount(str(mount), force_remount=force_remount)
+    return _announce_drive_root(mount)
+
+
+def _announce_drive_root(mount: Path) -> Path:
+    """colab_utils.drive checks that Drive is still mounted before every copy: tell it where this one lives."""
+    if mount.resolve() != Path(DRIVE_MOUNT):
+        os.environ["COLAB_UTILS_DRIVE_ROOT"] = str(mount.resolve())
     return mount
 
 

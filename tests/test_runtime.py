@@ -155,6 +155,12 @@ def test_mount_drive_force_remount_twice(stand_in_colab, tmp_path):
     assert runtime.mount_drive(str(point), force_remount=True, verbose=False) == point
     assert stand_in_colab.calls == [(str(point), False), (str(point), True), (str(point), True)]
     assert (point / "MyDrive" / "mounted.txt").read_text() == "3"
+    assert os.environ["COLAB_UTILS_DRIVE_ROOT"] == str(point.resolve())   # the Drive writer's mount check
+
+
+@pytest.fixture(autouse=True)
+def _keep_drive_root(monkeypatch):
+    monkeypatch.delenv("COLAB_UTILS_DRIVE_ROOT", raising=False)
 
 
 def test_mount_drive_refuses_a_folder_with_local_files(stand_in_colab, tmp_path):
