@@ -309,3 +309,22 @@ def test_photos_in_odd_modes_and_sizes(tmp_path, monkeypatch):
     from colab_utils.data.images import ImageLoadError
     with pytest.raises(ImageLoadError, match="missing.jpg: no such file"):
         read_photo(tmp_path / "missing.jpg")
+
+
+def test_perceptual_distances_are_differentiable():
+    from colab_utils.editing.perceptual import LPIPSDistance, perceptual_distance
+    from colab_utils.metrics import LPIPS
+
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    y = x.flip(-1)
+    lpips_vgg = LPIPSDistance(LPIPS("vgg").net)          # the lpips package's VGG network, random backbone offline
+    for distance in (lpips_vgg, perceptual_distance("random")):
+        moving = x.clone().requires_grad_(True)
+        value = distance(moving, y)
+        assert value.shape == (2,) and (value > 0).all() and float(distance(x, x).abs().max()) < 1e-6
+        value.sum().backward()
+        assert moving.grad is not None and moving.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="unknown perceptual distance 'alex'"):
+        perceptual_distance("alex")
+    with pytest.raises(ValueError, match="one shape"):
+        perceptual_distance("random")(x, y[:1])
