@@ -151,7 +151,7 @@ def project(G, target: torch.Tensor, *, steps: int = 1000, space: str = "w+", pe
     optimizer = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999))
     snapshot_at = {round(i * (steps - 1) / max(previews - 1, 1)) for i in range(previews)} if previews else set()
     result = Projection(w.detach(), [n.detach() for n in noise], target)
-    was_training = G.training
+    was_training, grads = G.training, [p.requires_grad for p in G.parameters()]
     G.eval().requires_grad_(False)
     try:
         for step in tqdm(range(steps), desc=f"projecting into {space.upper()}", disable=not progress, leave=False):
@@ -177,6 +177,8 @@ def project(G, target: torch.Tensor, *, steps: int = 1000, space: str = "w+", pe
                 result.previews.append((step + 1, image.detach().clamp(-1, 1)))
     finally:
         G.train(was_training)
+        for p, grad in zip(G.parameters(), grads):
+            p.requires_grad_(grad)
     w_plus = w.detach().expand(1, G.n_latent, G.style_dim).clone()
     noise = [n.detach().clone() for n in noise]
     with torch.no_grad():
@@ -215,9 +217,8 @@ def pivotal_tuning(G, target: torch.Tensor, w_pivot: torch.Tensor, noise: Sequen
     device = _device_of(G)
     target = _check_target(G, target)
     distance = perceptual_distance(perceptual, device)
-    tuned = with_noise(copy.deepcopy(G).eval(), noise)
+    tuned = with_noise(copy.deepcopy(G).eval(), noise).requires_grad_(False)
     G_frozen = G.eval()
-    tuned.requires_grad_(False)
     params = [p.requires_grad_(True) for _, p in tunable_parameters(tuned)]
     optimizer = torch.optim.Adam(params, lr=lr)
     w_pivot = w_pivot.detach().to(device)
