@@ -377,7 +377,8 @@ def test_lpips_vgg_backbone_loads(tmp_path):
     path = tmp_path / "vgg16.pth"
     path.write_bytes(_features_only(model, seed=2))
     model._load_backbone(path)
-    assert torch.equal(getattr(model.net.net.slice5, "28").weight, torch.load(path, weights_only=True)["features.28.weight"])
+    state = torch.load(path, weights_only=True)
+    assert torch.equal(getattr(model.net.net.slice5, "28").weight, state["features.28.weight"])
     with pytest.raises(ValueError, match="net must be one of"):
         metrics.LPIPS("resnet")
 
@@ -508,3 +509,12 @@ def test_stargan_cli_evaluate_prints_the_table(two_domains, tmp_path, capsys):
     assert cli(["evaluate", "--checkpoint", str(weights), "--data", str(tmp_path / "nowhere"), "--extractor",
                 "random", "--lpips", "random"]) == 2
     assert "nowhere does not exist" in capsys.readouterr().err
+
+
+def test_kid_kernels_on_a_device_follow_torch_fidelity_exactly():
+    from colab_utils.metrics.fid import _kid_on
+
+    a, b = correlated(300, 32, seed=6), correlated(250, 32, seed=7, shift=0.1)
+    expected = metrics.kernel_inception_distance(a, b, subsets=7, subset_size=100, seed=3)
+    ours = _kid_on(torch.device("cpu"), a, b, 7, 100, 3)  # the GPU path, run on the CPU here
+    assert ours == pytest.approx(expected, rel=1e-12)

@@ -172,4 +172,5 @@ def test_cli_train_takes_the_metric_options():
     assert (config.metrics_every_kimg, config.metrics_final_images, config.metrics_kid, config.metrics_images) == \
         (None, None, False, 5000)
     defaults = _config(build_parser().parse_args(["train"]))
-    assert (defaults.metrics_every_kimg, defaults.metrics_images, defaults.metrics_final_images) == (50.0, 10_000, 50_000)
+    assert (defaults.metrics_every_kimg, defaults.metrics_images, defaults.metrics_final_images) == \
+        (50.0, 10_000, 50_000)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .features import check_extractor, features_of
+from .features import check_extractor, extractor_device, features_of
 from .fid import KID_FEATURES, FeatureStats
 
 CACHE_FOLDER = ".colab_utils_stats"
@@ -183,13 +183,13 @@ def real_statistics(dataset, extractor, *, cache_dir: str | os.PathLike | None =
                 if verbose:
                     print(f"real-image statistics from {path}")
                 return cached
-    stats = FeatureStats(extractor.dim, keep=keep, total=len(dataset), seed=0)
+    stats = FeatureStats(extractor.dim, keep=keep, total=len(dataset), seed=0, device=extractor_device(extractor))
     with tqdm(total=len(dataset), desc="real images: features", unit="img", disable=not progress,
               leave=False) as bar:
         for images in _loader(dataset, batch_size, workers):
             if images.shape[-1] != resolution or images.shape[-2] != resolution:
                 raise ValueError(f"the dataset gives {tuple(images.shape[-2:])} images, expected {resolution} px")
-            stats.add(features_of(extractor, images))
+            stats.add(features_of(extractor, images, on_device=True))
             bar.update(images.shape[0])
     if path is not None:
         data = {**stats.to_dict(), "fingerprint": np.array(fingerprint)}

@@ -72,9 +72,9 @@ def extractor_device(extractor) -> torch.device:
 
 
 @torch.no_grad()
-def features_of(extractor, images: torch.Tensor) -> torch.Tensor:
-    """Features [N, D] (float64, CPU) of one batch: moved to the extractor's device as uint8, computed outside
-    any autocast region (the features need fp32)."""
+def features_of(extractor, images: torch.Tensor, *, on_device: bool = False) -> torch.Tensor:
+    """Features [N, D] (float64; on the CPU, or with ``on_device`` where the extractor ran) of one batch: moved
+    to the extractor's device as uint8, computed outside any autocast region (the features need fp32)."""
     images = to_uint8(images)
     device = extractor_device(extractor)
     with _no_autocast(device):
@@ -86,7 +86,10 @@ def features_of(extractor, images: torch.Tensor) -> torch.Tensor:
     if feats.shape[1] != extractor.dim:
         raise ValueError(f"feature extractor {extractor.name!r} says dim={extractor.dim} but returned "
                          f"{feats.shape[1]} features")
-    return feats.detach().to("cpu", torch.float64)
+    feats = feats.detach()
+    if device.type == "mps" or not on_device:
+        return feats.to("cpu", torch.float64)
+    return feats.to(torch.float64)
 
 
 def _no_autocast(device: torch.device):

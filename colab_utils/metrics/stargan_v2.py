@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from colab_utils.data.images import ImageFolderDataset, prepare_dataset
 
 from .dataset_stats import real_statistics
-from .features import check_extractor, features_of
+from .features import check_extractor, extractor_device, features_of
 from .fid import FeatureStats, frechet_distance
 from .perceptual import pairwise_diversity
 
@@ -210,7 +210,7 @@ def evaluate_stargan_v2(nets, data_root: str | os.PathLike, *, modes=MODES, num_
                 task = task_name(source, target)
                 sources = ImageFolderDataset(val_root / source, size)
                 count = len(sources) if max_sources is None else min(max_sources, len(sources))
-                stats = FeatureStats(extractor.dim, keep=0)
+                stats = FeatureStats(extractor.dim, keep=0, device=extractor_device(extractor))
                 diversity = []
                 with tqdm(total=count * num_outs, desc=f"{mode} {task}", unit="img", disable=not progress,
                           leave=False) as bar:
@@ -227,7 +227,7 @@ def evaluate_stargan_v2(nets, data_root: str | os.PathLike, *, modes=MODES, num_
                                     style = style_codes(nets, y, ref=refs.next(n).to(device))
                             fake = translate(nets, x_src, style=style, batch_size=None)
                             outputs.append(fake)
-                            stats.add(features_of(extractor, fake))
+                            stats.add(features_of(extractor, fake, on_device=True))
                             bar.update(n)
                         diversity.append(pairwise_diversity(lpips, outputs))
                 result.fid[mode][task] = frechet_distance(real[target], stats)

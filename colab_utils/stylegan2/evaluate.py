@@ -68,7 +68,7 @@ def evaluate_generator(G: Generator, real: FeatureStats, extractor, n: int, *, k
     fid_name, kid_name = metric_names(n)
     values = {fid_name: metrics.frechet_distance(real, fake)}
     if kid:
-        values[kid_name] = metrics.kernel_inception_distance(real, fake, seed=seed)[0]
+        values[kid_name] = metrics.kernel_inception_distance(real, fake, seed=seed, device=G.input.input.device)[0]
     return values
 
 
