@@ -329,7 +329,7 @@ def test_editing_bad_input_is_one_line_and_leaves_nothing(named_catalog, media, 
     line = one_error_line(capsys.readouterr().err, "python -m colab_utils.editing")
     assert code == 2
     words = {"missing catalog": "nope does not exist", "StarGAN as generator": "it is a StarGAN v2 checkpoint",
-             "photo as target": "a photo needs inversion", "missing latent file": "w.pt is neither a seed nor",
+             "photo as target": "me.jpg: no such photo", "missing latent file": "w.pt is neither a seed nor",
              "generator of another catalog": "build a catalog for this generator",
              "unnamed part": "has no part named 'nose'; its parts: eyes, mouth, background"}[case]
     assert words in line, line

@@ -266,7 +266,7 @@ def test_no_face_several_faces_and_tiny_faces():
     assert face.n_faces == 2 and np.allclose(face.landmarks, large)
     face = align_ffhq(blank, 64, landmarker=Scripted(small, large), face_index=1)
     assert np.allclose(face.landmarks, small)
-    with pytest.raises(IndexError, match="has 2 face"):
+    with pytest.raises(ValueError, match="has 2 face"):
         align_ffhq(blank, 64, landmarker=Scripted(small, large), face_index=2)
     assert len(find_faces(blank, Scripted(large, large + 1))) == 1            # the same face twice counts once
     with pytest.raises(TinyFaceError, match="too small: its crop spans 16 photo pixels"):
@@ -328,3 +328,25 @@ def test_perceptual_distances_are_differentiable():
         perceptual_distance("alex")
     with pytest.raises(ValueError, match="one shape"):
         perceptual_distance("random")(x, y[:1])
+
+
+def test_cli_inverts_a_photo_and_refuses_a_faceless_one(G, tmp_path, monkeypatch, capsys):
+    from colab_utils.editing.__main__ import main
+
+    _landmarker().close()
+    monkeypatch.chdir(tmp_path)                          # the inversion cache: ./checkpoints/inversions
+    image, _ = make_face(11, 128, preset="portrait")
+    Image.fromarray(image).save(tmp_path / "me.png")
+    argv = ["invert", "--generator", "synthetic", "--photo", "me.png", "--out", "me", "--steps", "3",
+            "--tune-steps", "2", "--perceptual", "random", "--no-progress", "--device", "cpu"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "me.png: face 1 of 1; psnr" in out
+    assert sorted(p.name for p in (tmp_path / "me").iterdir()) == ["aligned.png", "reconstruction.png", "w_plus.pt"]
+    assert len(list((tmp_path / "checkpoints" / "inversions").glob("*.pt"))) == 1
+    w_plus = torch.load(tmp_path / "me" / "w_plus.pt")["w_plus"]
+    assert w_plus.shape == (G.n_latent, G.style_dim)
+    Image.fromarray(np.full((96, 128, 3), 200, np.uint8)).save(tmp_path / "wall.png")
+    assert main(argv[:4] + ["wall.png", "--out", "wall"] + argv[7:]) == 2
+    err = capsys.readouterr().err
+    assert "no face found in wall.png" in err and "Traceback" not in err and not (tmp_path / "wall").exists()

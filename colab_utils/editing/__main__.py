@@ -1,13 +1,15 @@
-"""Command line: ``python -m colab_utils.editing catalog|name|transfer|locality`` (notebooks 02 and 03's jobs).
+"""Command line: ``python -m colab_utils.editing catalog|name|transfer|locality|invert`` (notebooks 02, 03, 06).
 
     python -m colab_utils.editing catalog --generator ffhq --out catalogs/ffhq --k 18 --n 200 --heatmaps ffhq.png
     python -m colab_utils.editing name --catalog catalogs/ffhq --parts parts.json
     python -m colab_utils.editing transfer --catalog catalogs/ffhq --target 0 --reference 1 --out full.png
     python -m colab_utils.editing locality --catalog catalogs/ffhq --pairs 0:1 2:3 4:5
+    python -m colab_utils.editing invert --generator ffhq --photo me.jpg --out me/
 
 Local semantic editing after Collins, Bala, Price, Süsstrunk, "Editing in Style" (CVPR 2020). A generator is
 ``synthetic`` (the one shipped in assets/), ``ffhq``, another colab_utils.hub name, a rosinality ``.pt``, or a
-StyleGAN2 training checkpoint or run folder; faces are seeds or W / W+ latent files. Each command calls the
+StyleGAN2 training checkpoint or run folder; faces are seeds, W / W+ latent files or photos (aligned like FFHQ
+and inverted once: ``colab_utils.editing.photo``). Each command calls the
 functions of :mod:`colab_utils.editing.jobs` that the notebooks call.
 """
 from __future__ import annotations
@@ -23,6 +25,8 @@ CATALOG_EXAMPLE = f"{PROG} catalog --generator assets/stylegan2_synthetic_64.pt 
 NAME_EXAMPLE = f"{PROG} name --catalog catalog --parts '{{\"eyes\": [3, 4], \"mouth\": [5]}}'"
 TRANSFER_EXAMPLE = f"{PROG} transfer --catalog catalog --target 0 --reference 1 --out transfer.png"
 LOCALITY_EXAMPLE = f"{PROG} locality --catalog catalog --pairs 0:1 2:3 --out locality.md"
+INVERT_EXAMPLE = (f"{PROG} invert --generator synthetic --photo photos/photo0.png --out inverted --steps 10 "
+                  f"--tune-steps 4 --perceptual random")
 GENERATOR_HELP = ("synthetic (assets/stylegan2_synthetic_64.pt), ffhq, a colab_utils.hub name, a rosinality .pt, or a "
                   "StyleGAN2 training checkpoint or run folder")
 
@@ -62,12 +66,30 @@ def _add_transfer_options(p) -> None:
     g.add_argument("--truncation", type=float, default=DEFAULT_TRUNCATION,
                    help="truncation of faces given by seed (toward the file's average w)")
     cli.add_device_argument(g)
+    _add_photo_options(p)
+
+
+def _add_photo_options(p) -> None:
+    g = p.add_argument_group("photos (inverted once, then read from the project folder's inversions/)")
+    g.add_argument("--steps", type=int, default=1000, help="projection steps")
+    g.add_argument("--tune-steps", type=int, default=350, help="pivotal tuning steps")
+    g.add_argument("--no-tune", action="store_true", help="projection only, no pivotal tuning")
+    g.add_argument("--latent-space", choices=("w+", "w"), default="w+", help="the latent space projected into")
+    g.add_argument("--perceptual", choices=("lpips-vgg", "random"), default="lpips-vgg",
+                   help="the projection's perceptual loss ('random': an offline stand-in, for tests)")
+    g.add_argument("--face-index", type=int, default=None, help="which face of a group photo (0: the largest)")
+
+
+def _photo_options(args) -> dict:
+    return {"steps": args.steps, "tune_steps": args.tune_steps, "tune": not args.no_tune, "space": args.latent_space,
+            "perceptual": args.perceptual, "face_index": args.face_index}
 
 
 def build_parser() -> cli.ArgumentParser:
     parser = cli.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0], formatter_class=cli.HelpFormatter,
                                 epilog=cli.examples(CATALOG_EXAMPLE, NAME_EXAMPLE, TRANSFER_EXAMPLE, LOCALITY_EXAMPLE))
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{catalog,name,transfer,locality}")
+    commands = parser.add_subparsers(dest="command", required=True,
+                                     metavar="{catalog,name,transfer,locality,invert}")
 
     p = cli.add_command(commands, "catalog", example=CATALOG_EXAMPLE, defaults=True,
                         help="build and save the catalog of a generator's parts",
@@ -127,6 +149,21 @@ def build_parser() -> cli.ArgumentParser:
     p.add_argument("--space", choices=("lab", "rgb"), default="lab", help="colour space of the errors")
     p.add_argument("--out", type=Path, default=None, help="also write the table (markdown) here")
     _add_transfer_options(p)
+
+    p = cli.add_command(commands, "invert", example=INVERT_EXAMPLE, defaults=True,
+                        help="align a photo like FFHQ and invert it (projection, pivotal tuning)",
+                        description="Find the face (the largest, or --face-index), align it like FFHQ at the "
+                                    "generator's size, project it into W+ and the noise maps, tune a copy of the "
+                                    "generator around that latent, and store the result in the project folder's "
+                                    "inversions/ (read back next time). Writes aligned.png, reconstruction.png (the "
+                                    "photo beside the reconstruction pasted back) and w_plus.pt. Give the photo "
+                                    "itself as --target to transfer/locality to edit with the tuned copy.")
+    _add_generator(p, required=True)
+    p.add_argument("--photo", type=cli.existing_path, required=True, help="the photo (jpg, png, webp...)")
+    p.add_argument("--out", type=Path, required=True, help="the folder to write")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    cli.add_device_argument(p)
+    _add_photo_options(p)
     return parser
 
 
@@ -196,7 +233,7 @@ def _transfer(args, target, reference):
                          f"{', '.join(catalog.parts) or 'none yet (name them with the name command)'}")
     G, description = _load(args, catalog.settings)
     transfer = PartTransfer(G, catalog, read_face(target), read_face(reference), rho=args.rho, epsilon=args.epsilon,
-                            truncation=args.truncation)
+                            truncation=args.truncation, photo_options=_photo_options(args))
     return transfer, description
 
 
@@ -237,9 +274,28 @@ def run_locality(args) -> int:
     return 0
 
 
+def run_invert(args) -> int:
+    import torch
+    from PIL import Image
+
+    from .photo import photo_face
+
+    with cli.no_partial_output(args.out):
+        G, description = _load(args)
+        face = photo_face(G, args.photo, progress=not args.no_progress, **_photo_options(args))
+        args.out.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(face.face.image).save(args.out / "aligned.png")
+        face.side_by_side(face.reconstruction()).save(args.out / "reconstruction.png")
+        torch.save({"w_plus": face.inversion.w_plus[0].cpu()}, args.out / "w_plus.pt")
+    figures = ", ".join(f"{k} {v:.3g}" for k, v in face.inversion.figures.items())
+    print(f"{args.photo}: face {face.face.index + 1} of {face.face.n_faces}; {figures} ({description}); inversion "
+          f"{face.inversion.key}; wrote {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     return cli.run(build_parser(), {"catalog": run_catalog, "name": run_name, "transfer": run_transfer,
-                                    "locality": run_locality}, argv)
+                                    "locality": run_locality, "invert": run_invert}, argv)
 
 
 if __name__ == "__main__":

@@ -298,7 +298,7 @@ def align_ffhq(image, size: int = 256, *, landmarker=None, landmarks=None, face_
     else:
         index = int(face_index)
         if not 0 <= index < len(faces):
-            raise IndexError(f"face_index={face_index} but {name} has {len(faces)} face(s) (0 = the largest)")
+            raise ValueError(f"face_index={face_index} but {name} has {len(faces)} face(s) (0 = the largest)")
     points = faces[index]
     quad = ffhq_quad(points)
     side = float(np.linalg.norm(quad[3] - quad[0]))

@@ -95,16 +95,17 @@ def read_part_names(source: str | os.PathLike) -> dict[str, list[int]]:
 
 
 def read_face(text: str | int) -> Face:
-    """A target or reference as a command line gives it: a seed (``"7"``), or a file holding one W
-    ``[style_dim]`` or W+ ``[n_latent, style_dim]`` latent: a tensor saved with ``torch.save`` (alone, or in a
-    dict under ``w_plus`` / ``w`` / ``latent``) or a ``.npy`` array. The shape is checked against the
-    generator when it is used."""
+    """A target or reference as a command line gives it: a seed (``"7"``), a photo (its path, returned as it
+    is: ``PartTransfer`` aligns and inverts it), or a file holding one W ``[style_dim]`` or W+
+    ``[n_latent, style_dim]`` latent: a tensor saved with ``torch.save`` (alone, or in a dict under ``w_plus`` /
+    ``w`` / ``latent``) or a ``.npy`` array. The shape is checked against the generator when it is used."""
     if isinstance(text, int) or str(text).strip().isdigit():
         return int(text)
     path = Path(text)
     if path.suffix.lower() in PHOTO_SUFFIXES:
-        raise ValueError(f"{path}: a photo needs inversion into the generator's latent space, which colab_utils "
-                         f"does not do yet; give a seed or a W / W+ latent file (.pt or .npy)")
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such photo")
+        return str(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is neither a seed nor an existing W / W+ latent file (.pt or .npy)")
     if path.suffix.lower() == ".npy":
