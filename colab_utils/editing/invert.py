@@ -36,6 +36,8 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from colab_utils.training import Precision
+
 from .perceptual import perceptual_distance
 
 FORMAT = "colab_utils.inversion"
@@ -129,11 +131,13 @@ class Projection:
 def project(G, target: torch.Tensor, *, steps: int = 1000, space: str = "w+", perceptual="lpips-vgg",
             mse_weight: float = 1.0, noise_weight: float = 1e5, lr: float = 0.1, noise_factor: float = 0.05,
             noise_ramp: float = 0.75, lr_rampdown: float = 0.25, lr_rampup: float = 0.05, n_mean: int = 10000,
-            optimize_noise: bool = True, seed: int = 0, previews: int = 6, progress: bool = True) -> Projection:
+            optimize_noise: bool = True, seed: int = 0, previews: int = 6, progress: bool = True,
+            precision: str = "auto") -> Projection:
     """Project one image ``target`` [1, 3, G.size, G.size] in [-1, 1] into ``space`` ("w+" or "w") and the noise
     maps of ``G`` (see the module docstring). ``perceptual``: ``"lpips-vgg"``, ``"random"`` or a module ``(x, y) ->
     [N]`` (:func:`~colab_utils.editing.perceptual.perceptual_distance`). ``previews``: how many snapshots to keep
-    for the preview strip. G itself is not changed."""
+    for the preview strip. ``precision``: as training runs (:class:`~colab_utils.training.Precision`: bf16 or fp16
+    autocast on a GPU, fp32 on the CPU). G itself is not changed."""
     if space not in SPACES:
         raise ValueError(f"space must be one of {SPACES}, got {space!r}")
     if steps < 1:
@@ -149,6 +153,7 @@ def project(G, target: torch.Tensor, *, steps: int = 1000, space: str = "w+", pe
              for shape in G.noise_shapes()]
     params = [w] + (noise if optimize_noise else [])
     optimizer = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999))
+    amp = Precision(device, precision)
     snapshot_at = {round(i * (steps - 1) / max(previews - 1, 1)) for i in range(previews)} if previews else set()
     result = Projection(w.detach(), [n.detach() for n in noise], target)
     was_training, grads = G.training, [p.requires_grad for p in G.parameters()]
@@ -161,14 +166,13 @@ def project(G, target: torch.Tensor, *, steps: int = 1000, space: str = "w+", pe
             jitter = w_std * noise_factor * max(0.0, 1.0 - t / noise_ramp) ** 2 if noise_ramp > 0 else 0.0
             latent = w + torch.randn(w.shape, generator=generator).to(device) * jitter
             latent = latent.expand(1, G.n_latent, G.style_dim) if space == "w" else latent
-            image = G.synthesis(G.style_vectors(latent), noise=noise)
-            perceptual_loss = distance(image, target).mean()
+            with amp.autocast():
+                image = G.synthesis(G.style_vectors(latent), noise=noise).float()
+                perceptual_loss = distance(image, target).float().mean()
             mse = F.mse_loss(image, target)
             reg = noise_regularization(noise) if optimize_noise else torch.zeros((), device=device)
             loss = perceptual_loss + mse_weight * mse + noise_weight * reg
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            amp.backward_step(loss, optimizer)
             if optimize_noise:
                 _normalize_noise_(noise)
             result.history.append({"step": step, "loss": loss.item(), "perceptual": perceptual_loss.item(),
@@ -207,11 +211,11 @@ def tunable_parameters(G) -> list[tuple[str, torch.nn.Parameter]]:
 def pivotal_tuning(G, target: torch.Tensor, w_pivot: torch.Tensor, noise: Sequence[torch.Tensor], *,
                    steps: int = 350, lr: float = 3e-4, perceptual="lpips-vgg", l2_weight: float = 1.0,
                    locality_weight: float = 0.1, locality_alpha: float = 30.0, locality_every: int = 1,
-                   locality_truncation: float = 0.5, seed: int = 0, progress: bool = True):
+                   locality_truncation: float = 0.5, seed: int = 0, progress: bool = True, precision: str = "auto"):
     """``(tuned copy of G, history)``: PTI around ``w_pivot`` [1, n_latent, style_dim] (see the module
     docstring). The copy's stored noise maps are ``noise``; G is not changed. ``locality_alpha``: the distance of
     the regulariser's latents from the pivot (PTI: 30 in FFHQ's W); a random w_z closer than that is used as it
-    is; ``locality_weight=0`` turns the regulariser off."""
+    is; ``locality_weight=0`` turns the regulariser off. ``precision``: as in :func:`project`."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     device = _device_of(G)
@@ -221,6 +225,7 @@ def pivotal_tuning(G, target: torch.Tensor, w_pivot: torch.Tensor, noise: Sequen
     G_frozen = G.eval()
     params = [p.requires_grad_(True) for _, p in tunable_parameters(tuned)]
     optimizer = torch.optim.Adam(params, lr=lr)
+    amp = Precision(device, precision)
     w_pivot = w_pivot.detach().to(device)
     generator = torch.Generator().manual_seed(seed + 2)
     history = []
@@ -228,8 +233,9 @@ def pivotal_tuning(G, target: torch.Tensor, w_pivot: torch.Tensor, noise: Sequen
     if locality_weight > 0 and locality_truncation < 1:
         w_center, _ = w_statistics(G, 4096, seed)
     for step in tqdm(range(steps), desc="pivotal tuning", disable=not progress, leave=False):
-        image = tuned.synthesis(tuned.style_vectors(w_pivot))
-        rec_perceptual = distance(image, target).mean()
+        with amp.autocast():
+            image = tuned.synthesis(tuned.style_vectors(w_pivot)).float()
+            rec_perceptual = distance(image, target).float().mean()
         rec_l2 = F.mse_loss(image, target)
         loss = rec_perceptual + l2_weight * rec_l2
         local = torch.zeros((), device=device)
@@ -244,12 +250,12 @@ def pivotal_tuning(G, target: torch.Tensor, w_pivot: torch.Tensor, noise: Sequen
                 length = direction[:, 0].norm()
                 w_r = w_z if length <= locality_alpha else w_pivot + direction * (locality_alpha / length)
                 reference = G_frozen.synthesis(G_frozen.style_vectors(w_r), noise=list(noise))
-            drawn = tuned.synthesis(tuned.style_vectors(w_r))
-            local = distance(drawn, reference).mean() + F.mse_loss(drawn, reference)
+            with amp.autocast():
+                drawn = tuned.synthesis(tuned.style_vectors(w_r)).float()
+                local = distance(drawn, reference.float()).float().mean()
+            local = local + F.mse_loss(drawn, reference.float())
             loss = loss + locality_weight * local
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        amp.backward_step(loss, optimizer)
         history.append({"step": step, "loss": loss.item(), "perceptual": rec_perceptual.item(), "mse": rec_l2.item(),
                         "locality": local.item()})
     tuned.requires_grad_(False)
@@ -365,19 +371,20 @@ def default_cache_dir() -> Path:
 def invert(G, target: torch.Tensor, *, steps: int = 1000, space: str = "w+", tune: bool = True,
            tune_steps: int = 350, perceptual="lpips-vgg", cache_dir: str | os.PathLike | None | bool = None,
            seed: int = 0, progress: bool = True, project_options: dict | None = None,
-           tune_options: dict | None = None) -> Inversion:
+           tune_options: dict | None = None, precision: str = "auto") -> Inversion:
     """Invert one aligned image ``target`` [1, 3, G.size, G.size] in [-1, 1]: :func:`project`, then (with
     ``tune``) :func:`pivotal_tuning` around the projected latent.
 
     The result is stored in ``cache_dir`` (default :func:`default_cache_dir`; ``False``: not stored) as
     ``<image hash>-<generator hash>-<settings hash>.pt`` and read back instead of inverting again when that file
     exists. ``perceptual`` is the distance both stages use (``"lpips-vgg"``, ``"random"``, or a module); a module
-    passed in is keyed by its class name and ``name`` attribute."""
+    passed in is keyed by its class name and ``name`` attribute. ``precision``: as in :func:`project` (on a GPU,
+    bf16 or fp16 autocast as training uses)."""
     target = _check_target(G, target)
     distance = perceptual_distance(perceptual, _device_of(G))
     settings = {"steps": int(steps), "space": space, "tune": bool(tune), "tune_steps": int(tune_steps) if tune else 0,
                 "perceptual": perceptual if isinstance(perceptual, str) else
-                f"{type(perceptual).__name__}:{getattr(perceptual, 'name', '')}", "seed": int(seed),
+                f"{type(perceptual).__name__}:{getattr(perceptual, 'name', '')}", "seed": int(seed), "precision": precision,
                 "project_options": dict(project_options or {}), "tune_options": dict(tune_options or {})}
     key = "-".join([image_hash(target)[:16], generator_hash(G)[:12],
                     hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]])
@@ -390,7 +397,7 @@ def invert(G, target: torch.Tensor, *, steps: int = 1000, space: str = "w+", tun
 
     start = time.perf_counter()
     projection = project(G, target, steps=steps, space=space, perceptual=distance, seed=seed, progress=progress,
-                         **(project_options or {}))
+                         precision=precision, **(project_options or {}))
     seconds = {"projection": time.perf_counter() - start}
     with torch.no_grad():
         figures = {"psnr": psnr(projection.image, target),
@@ -400,7 +407,8 @@ def invert(G, target: torch.Tensor, *, steps: int = 1000, space: str = "w+", tun
     if tune:
         start = time.perf_counter()
         tuned, _ = pivotal_tuning(G, target, projection.w_plus, projection.noise, steps=tune_steps,
-                                  perceptual=distance, seed=seed, progress=progress, **(tune_options or {}))
+                                  perceptual=distance, seed=seed, progress=progress, precision=precision,
+                                  **(tune_options or {}))
         seconds["tuning"] = time.perf_counter() - start
         with torch.no_grad():
             image = tuned.synthesis(tuned.style_vectors(projection.w_plus)).clamp(-1, 1)
