@@ -259,12 +259,12 @@ def run_align(args) -> int:
         landmarker.close()
     print(f"aligned {len(report.aligned)} photo(s) into {args.out}; no face in {len(report.no_face)}; "
           f"unreadable {len(report.unreadable)}")
+    for path in report.whole_image:
+        print(f"  no face detector found the face, taken whole as a face crop: {path}")
     for path in report.no_face:
         print(f"  no face found: {path}")
     for path, reason in report.unreadable:
         print(f"  unreadable: {reason}")
-    for path in report.whole_image:
-        print(f"  no face detector found the face, taken whole as a face crop: {path}")
     return 0 if report.aligned else 1
 
 

@@ -129,9 +129,9 @@ class StarGANFrameModel:
         (MediaPipe, else ``nets.fan``, else a cached ``wing.ckpt``); pass ``align=False`` for a picture that is
         already an aligned crop (it is only resized)."""
         from PIL import Image
-        from colab_utils.stargan.landmarks import make_landmarker
 
         from colab_utils.stargan.align import _as_rgb_array, align_face
+        from colab_utils.stargan.landmarks import make_landmarker
 
         y = cls._domain(nets, domain)
         if device is not None:
