@@ -16,7 +16,7 @@ from colab_utils import runtime
 
 SYNTHETIC_ASSET = "stylegan2_synthetic_64.pt"
 SEGMENTER_ASSET = "part_segmenter_portrait_64.pt"
-SYNTHETIC_PRESET = "portrait"   # the synthetic faces (colab_utils.data.synthetic) both were trained on
+SYNTHETIC_PRESET = "portrait"   # the synthetic faces the segmenter learnt (and tools/train_synthetic_stylegan.py trains on)
 REPOSITORY_ASSETS = Path(__file__).resolve().parents[2] / "assets"
 ASSET_BASE_URL = "https://raw.githubusercontent.com/colab-utils/colab_utils/main/assets"
 ASSET_URL = f"{ASSET_BASE_URL}/{SYNTHETIC_ASSET}"
