@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from colab_utils.drive import DriveWriter
+from colab_utils.drive import DriveWriter, fsync_dir
 from colab_utils import runtime
 from colab_utils.loading import (SAFE_GLOBALS, CheckpointCorruptError, CheckpointError, CheckpointMismatchError,
                                  UnsafeCheckpointError, compare_state_dicts, identify, plain, safe_load)
@@ -326,19 +326,6 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some filesystems (FUSE mounts) do not support fsync on folders
-        pass
-    finally:
-        os.close(fd)
-
-
 def _temp_name(final: Path) -> Path:
     return final.with_name(f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
 
@@ -376,7 +363,7 @@ def _write_temp(final: Path, write: Callable[[Any], None]) -> tuple[Path, int, s
 def _commit(tmp: Path, final: Path) -> None:
     """Rename ``tmp`` over ``final`` (atomic on one filesystem) and make the rename durable."""
     os.replace(tmp, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
 
 
 def _write_json_atomic(final: Path, data: dict) -> None:

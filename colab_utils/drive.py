@@ -589,7 +589,7 @@ class DriveWriter:
                 os.replace(tmp, job.target)
                 self._in_flight.discard(tmp)
                 tmp = None
-                _fsync_dir(job.target.parent)
+                fsync_dir(job.target.parent)
                 if job.after is not None:
                     try:
                         job.after()
@@ -794,7 +794,8 @@ def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}" if not isinstance(err, DriveFault) else str(err)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a rename inside ``folder`` durable (best effort: FUSE mounts often refuse fsync on folders)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:

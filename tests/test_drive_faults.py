@@ -35,12 +35,7 @@ STARGAN = ["train", "--img-size", "32", "--base-dim", "8", "--max-conv-dim", "16
            "1", "--log-every", "1"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)

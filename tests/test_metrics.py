@@ -24,12 +24,7 @@ from colab_utils.metrics.dataset_stats import CACHE_FOLDER
 from tests.test_hub import Server
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -24,13 +24,7 @@ TINY = dict(img_size=32, base_dim=8, max_conv_dim=16, hidden_dim=16, style_dim=8
             batch=4, workers=0, sample_every=0, checkpoint_minutes=0, log_every=1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions run fastest on one thread, and far faster when other jobs share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

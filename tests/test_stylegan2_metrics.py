@@ -25,12 +25,7 @@ TINY = dict(size=32, channels=16, style_dim=16, n_mlp=1, batch=8, checkpoint_min
 METRICS = dict(metrics_every_kimg=0.016, metrics_images=16, metrics_final_images=24, metrics_batch=8)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

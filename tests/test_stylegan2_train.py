@@ -23,13 +23,7 @@ TINY = dict(size=32, channels=16, style_dim=16, n_mlp=1, batch=8, checkpoint_min
             synthetic_images=64)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: small ops run faster than with two threads competing with other jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

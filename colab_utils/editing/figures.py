@@ -25,7 +25,7 @@ import torch
 
 from .catalog import Catalog
 from .metrics import edit_locality
-from .transfer import Face, PartTransfer
+from .transfer import Face, each_pair
 
 FACIAL_PARTS: tuple[str, ...] = ("eyes", "brows", "nose", "mouth")
 
@@ -73,13 +73,7 @@ def part_transfer_figures(G, catalog: Catalog, labeler: Callable[[torch.Tensor],
     if missing:
         raise ValueError(f"part_transfer_figures: the labeler knows no part {missing} (its parts: {names})")
     rows: dict[str, list[tuple[float, float, float, float]]] = {p: [] for p in parts}
-    transfer = None
-    for target, reference in pairs:
-        if transfer is None:
-            transfer = PartTransfer(G, catalog, target, reference, **transfer_options)
-        else:
-            transfer.set_target(target)
-            transfer.set_reference(reference)
+    for transfer in each_pair(G, catalog, pairs, **transfer_options):
         edits = [transfer.blend({part: strength}) for part in parts]
         images = transfer.render([list(transfer.target_styles), list(transfer.reference_styles)] + edits)
         target_img, reference_img = images[:1], images[1:2]

@@ -19,7 +19,7 @@ reference is drawn too.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -391,16 +391,22 @@ def locality_report(G, catalog: Catalog, pairs: Sequence[tuple[Face, Face]], *, 
     error is the mean over the pairs of that pair's error (pairs where a part is absent are skipped)."""
     if not pairs:
         raise ValueError("locality_report: no pairs given")
+    reports = [transfer.locality(parts, strength, space=space)
+               for transfer in each_pair(G, catalog, pairs, **transfer_options)]
+    return mean_locality(reports)
+
+
+def each_pair(G, catalog: Catalog, pairs: Iterable[tuple[Face, Face]], **transfer_options) -> Iterator[PartTransfer]:
+    """One :class:`PartTransfer` set in turn to each (target, reference) pair: built once, then re-pointed,
+    so the generator and catalog are prepared a single time."""
     transfer = None
-    reports = []
     for target, reference in pairs:
         if transfer is None:
             transfer = PartTransfer(G, catalog, target, reference, **transfer_options)
         else:
             transfer.set_target(target)
             transfer.set_reference(reference)
-        reports.append(transfer.locality(parts, strength, space=space))
-    return mean_locality(reports)
+        yield transfer
 
 
 def mean_locality(reports: Sequence[Mapping[str, EditLocality]]) -> dict[str, EditLocality]:
