@@ -1,10 +1,9 @@
 """The landmark backend chooser (issue 11): MediaPipe where it runs, else the FAN, else an error saying how to get
 one; the FAN path's geometry (box -> crop -> landmarks -> image -> aligned crop) and its tracking in video."""
+import re
 import sys
 import warnings
 from pathlib import Path
-
-import re
 
 import numpy as np
 import pytest
