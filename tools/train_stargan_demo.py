@@ -17,6 +17,15 @@ folder lives outside the repository (by default under ``~/.cache/colab_utils_dem
 
 The figures the shipped asset reaches (domain colour distance, background change) are printed by
 ``python bench/demo_figures.py``.
+
+Against the official CelebA-HQ recipe the short CPU schedule doubles the learning rate (2e-4; mapping network
+1e-5), halves the diversity weight (0.5, decaying to 0 over the 6000 iterations) and turns the random crops off.
+The shipped file is iteration 6000 (48 kimg, batch 8): one session of 97 minutes, one thread, on a shared 2-core
+CPU. On 16 unseen faces per domain every latent- and reference-guided translation lands in the target domain
+(colour classifier: 100% and 100%; the skin and hair colour distance to the target domain's mean falls from
+272 to 29). The background is not kept: it follows the style (the reference's, or a random one), 41 grey
+levels from the source's on average against 33 between two unrelated faces, because backgrounds vary within
+both domains and nothing in the objective ties them to the source.
 """
 from __future__ import annotations
 
