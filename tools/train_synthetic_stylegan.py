@@ -50,6 +50,7 @@ CONFIG = TrainConfig(
     batch=8, lr=0.004, r1_gamma=0.2, pl_weight=0.0, mixing=0.5, ema_kimg=1.0, augment=False,
     precision="fp32", device="cpu", steps=100_000, sample_every=250, n_samples=32, log_every=10,
     checkpoint_minutes=3.0, keep_last=2, synthetic_images=6000,
+    metrics_every_kimg=None, metrics_final_images=None,   # no FID: offline, and Inception costs more than the run
 )
 DEFAULT_RUN = Path.home() / ".cache" / "colab_utils_demo" / "stylegan2_portrait_64"
 
