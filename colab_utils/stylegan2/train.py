@@ -729,9 +729,13 @@ def _periodic_metrics(config: TrainConfig, data, dataset, extractor, stats_dir, 
     """The feature extractor (Inception through the hub unless one is given) and the real images' statistics
     (cached), prepared before training so a missing download fails at once, not hours in."""
     if extractor is None:
-        from colab_utils.metrics import inception
+        from colab_utils.metrics import WeightsUnavailableError, inception
 
-        extractor = inception(nets.device, progress=progress)
+        try:
+            extractor = inception(nets.device, progress=progress)
+        except WeightsUnavailableError as exc:
+            raise WeightsUnavailableError(f"{exc}\nOr train without quality metrics: metrics_every_kimg=0 "
+                                          "(CLI: --metrics-every-kimg 0).") from exc
     real = real_statistics_for(dataset, extractor, data=data, stats_dir=stats_dir, batch_size=config.metrics_batch,
                                workers=workers, progress=progress, verbose=verbose)
     return PeriodicMetrics(history, folder, real=real, extractor=extractor, n=config.metrics_images,
