@@ -95,6 +95,17 @@ def project_dir(name: str | None = None, *, drive_path: str = DRIVE_MOUNT, local
     return out.resolve()
 
 
+def compile_cache_dir(*, drive_path: str = DRIVE_MOUNT) -> Path | None:
+    """Where torch.compile's inductor keeps its compiled kernels: ``MyDrive/colab_utils/compile_cache/torch-<version>``
+    in Colab with Drive mounted (a new session reuses the last one's kernels instead of compiling for minutes
+    again), else None (torch's default temporary folder). The inductor's own keys include the GPU and the code,
+    so one folder per torch version is enough."""
+    if not (in_colab() and drive_mounted(drive_path)):
+        return None
+    version = re.sub(r"[^A-Za-z0-9_.-]", "_", torch.__version__)
+    return project_dir("compile_cache", drive_path=drive_path, create=False) / f"torch-{version}"
+
+
 COLAB_RUNS = "/content/runs"
 _RUN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 

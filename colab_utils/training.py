@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -88,6 +88,14 @@ class Precision:
             self.scaler.update()
         return norm
 
+    def loss_scale(self) -> torch.Tensor | float:
+        """The grad scaler's current scale as a device tensor (1.0 without a scaler). Unlike
+        ``scaler.get_scale()`` it does not wait for the GPU, so penalties that scale their own gradients
+        (R1, path length) cost no host sync."""
+        if self.scaler is None:
+            return 1.0
+        return self.scaler.scale(torch.ones((), device=self.device))
+
     def state_dict(self) -> dict:
         return {"precision": self.precision, "scaler": self.scaler.state_dict() if self.scaler is not None else None}
 
@@ -163,12 +171,17 @@ def requires_grad(module: torch.nn.Module, flag: bool) -> None:
 class ProgressLog:
     """A tqdm progress bar over training steps plus the history of scalar losses.
 
-    ``update(step, {"d": d_loss, "g": g_loss})`` moves the bar to ``step``, records the losses every
-    ``record_every`` steps as ``history[name] = [(step, value), ...]``, and shows the latest losses, images
-    per second and kimg (thousands of images seen, counted with ``images`` or ``batch_size`` per step)."""
+    ``update(step, {"d": d_loss, "g": g_loss})`` moves the bar to ``step`` and adds this step's losses to
+    running sums; tensors stay on their device, so a step never waits for the GPU. Every ``record_every``
+    steps the sums are read once (the only host sync) and their means since the last record go to
+    ``history[name] = [(step, mean), ...]`` (a loss computed only on some steps, such as a lazy regulariser,
+    is averaged over the steps that had it). The bar shows the newest means, images per second and kimg
+    (thousands of images seen, counted with ``images`` or ``batch_size`` per step). ``reduce`` (several
+    processes) maps the dict of pending tensor means to their means over the processes before they are read."""
 
     def __init__(self, total: int, *, start: int = 0, desc: str = "train", batch_size: int | None = None,
-                 record_every: int = 1, refresh_s: float = 0.5, disable: bool = False):
+                 record_every: int = 1, refresh_s: float = 0.5, disable: bool = False,
+                 reduce: Callable[[dict[str, torch.Tensor]], Mapping[str, torch.Tensor]] | None = None):
         if record_every < 1:
             raise ValueError(f"record_every must be >= 1, got {record_every!r}")
         self.total, self.batch_size, self.record_every, self.refresh_s = total, batch_size, record_every, refresh_s
@@ -178,6 +191,9 @@ class ProgressLog:
         self.bar = tqdm(total=total, initial=start, desc=desc, unit="step", dynamic_ncols=True, disable=disable)
         self._window = (time.monotonic(), 0)
         self._shown: dict[str, float] = {}  # the newest recorded value of every loss, for the bar
+        self._sums: dict[str, torch.Tensor | float] = {}  # since the last record: on the losses' device
+        self._counts: dict[str, int] = {}
+        self.reduce = reduce
 
     @property
     def kimg(self) -> float:
@@ -191,11 +207,12 @@ class ProgressLog:
             images = (self.batch_size or 0) * advanced
         self.images_seen += images
         self.step = step
-        if losses and (step % self.record_every == 0 or advanced >= self.record_every):
-            for name, value in losses.items():
-                number = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
-                self.history.setdefault(name, []).append((step, number))
-                self._shown[name] = number
+        for name, value in (losses or {}).items():
+            value = value.detach().float() if isinstance(value, torch.Tensor) else float(value)
+            self._sums[name] = value if name not in self._sums else self._sums[name] + value
+            self._counts[name] = self._counts.get(name, 0) + 1
+        if self._sums and (step % self.record_every == 0 or advanced >= self.record_every):
+            self._record(step)
         self.bar.update(step - self.bar.n)
         now = time.monotonic()
         if now - self._window[0] >= self.refresh_s:
@@ -206,6 +223,22 @@ class ProgressLog:
             self.bar.set_postfix(postfix, refresh=True)
             self._window = (now, self.images_seen)
 
+    def _record(self, step: int) -> None:
+        means = {name: total / self._counts[name] for name, total in self._sums.items()}
+        tensors = {name: value for name, value in means.items() if isinstance(value, torch.Tensor)}
+        if tensors and self.reduce is not None:
+            means.update(self.reduce(tensors))
+        if tensors:  # one read of every pending loss together: a single device sync per record
+            names = sorted(tensors)
+            device = means[names[0]].device
+            values = torch.stack([means[name].reshape(()).float().to(device) for name in names]).tolist()
+            means.update(zip(names, values))
+        for name in means:
+            number = float(means[name])
+            self.history.setdefault(name, []).append((step, number))
+            self._shown[name] = number
+        self._sums, self._counts = {}, {}
+
     def write(self, message: str) -> None:
         """Print a line above the bar."""
         self.bar.write(message)
@@ -215,13 +248,21 @@ class ProgressLog:
 
     def state_dict(self) -> dict:
         history = {name: torch.tensor(values, dtype=torch.float64).reshape(-1, 2) for name, values in self.history.items()}
-        return {"step": self.step, "images_seen": self.images_seen, "history": history}
+        pending = {name: torch.as_tensor(value, dtype=torch.float64).detach().cpu().reshape(())
+                   for name, value in self._sums.items()}
+        return {"step": self.step, "images_seen": self.images_seen, "history": history,
+                "pending": pending, "pending_counts": dict(self._counts),
+                "pending_host": sorted(name for name, value in self._sums.items() if isinstance(value, float))}
 
     def load_state_dict(self, state: Mapping) -> None:
         self.step = int(state["step"])
         self.images_seen = int(state["images_seen"])
         self.history = {name: [(int(s), float(v)) for s, v in values.tolist()]
                         for name, values in state["history"].items()}
+        host = set(state.get("pending_host", ()))
+        self._sums = {name: float(value) if name in host else value.float()
+                      for name, value in state.get("pending", {}).items()}
+        self._counts = {name: int(count) for name, count in state.get("pending_counts", {}).items()}
         self.bar.n = self.step
         self.bar.refresh()
         self._window = (time.monotonic(), self.images_seen)

@@ -98,7 +98,8 @@ def test_progress_log_records_history_kimg_and_resumes(capsys):
     log = ProgressLog(100, batch_size=16, record_every=2, refresh_s=0.0, desc="stylegan2")
     for step in range(1, 5):
         log.update(step, {"d": torch.tensor(step * 0.5), "g": float(step)})
-    assert log.history == {"d": [(2, 1.0), (4, 2.0)], "g": [(2, 2.0), (4, 4.0)]}
+    # the means since the previous record: d is 0.5, 1.0 | 1.5, 2.0 and g 1, 2 | 3, 4
+    assert log.history == {"d": [(2, 0.75), (4, 1.75)], "g": [(2, 1.5), (4, 3.5)]}
     assert log.kimg == pytest.approx(0.064) and log.bar.n == 4
     state = log.state_dict()
     log.close()
