@@ -35,7 +35,7 @@ def adversarial_loss(logits: torch.Tensor, target: float) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
-def r1_penalty(logits: torch.Tensor, x_real: torch.Tensor, grad_scale: float = 1.0) -> torch.Tensor:
+def r1_penalty(logits: torch.Tensor, x_real: torch.Tensor, grad_scale: float | torch.Tensor = 1.0) -> torch.Tensor:
     """``0.5 * E[|grad_x D(x)|^2]`` on real images. ``grad_scale`` multiplies the output before the gradient
     and divides it after (keeps fp16 gradients away from underflow; 1 in fp32/bf16)."""
     (grad,) = torch.autograd.grad(logits.float().sum() * grad_scale, x_real, create_graph=True)
@@ -53,11 +53,14 @@ def target_style(nets: Nets, y_trg: torch.Tensor, *, z: torch.Tensor | None = No
 
 def discriminator_loss(nets: Nets, x_real: torch.Tensor, y_org: torch.Tensor, y_trg: torch.Tensor, *,
                        z_trg: torch.Tensor | None = None, x_ref: torch.Tensor | None = None, masks=None,
-                       weights: LossWeights, autocast=contextlib.nullcontext, grad_scale: float = 1.0):
-    """D's loss on reals of ``y_org`` and on fakes translated to ``y_trg``; returns (loss, parts)."""
+                       weights: LossWeights, autocast=contextlib.nullcontext,
+                       grad_scale: float | torch.Tensor = 1.0, r1_discriminator=None):
+    """D's loss on reals of ``y_org`` and on fakes translated to ``y_trg``; returns (loss, parts).
+    ``r1_discriminator``: what the real pass (the one the R1 penalty differentiates twice) calls, when not
+    ``nets.discriminator`` (the trainer's eager module beside a compiled one)."""
     x_real = x_real.detach().requires_grad_()
     with autocast():
-        out = nets.discriminator(x_real, y_org)
+        out = (nets.discriminator if r1_discriminator is None else r1_discriminator)(x_real, y_org)
     loss_real = adversarial_loss(out, 1)
     loss_reg = r1_penalty(out, x_real, grad_scale)
 

@@ -40,18 +40,21 @@ from torch import nn
 
 from colab_utils import distributed, runtime, viz
 from colab_utils.checkpoint import FORMAT, CheckpointManager
+from colab_utils.compile import Compiler
+from colab_utils.compile import check_setting as compile_setting
 from colab_utils.drive import DriveWriter
 from colab_utils.loading import identify, read_source
 from colab_utils.training import EMA, Precision, ProgressLog, make_adam, requires_grad
 
 from .data import Batch, TrainingData, find_split, fixed_examples, load_domains
-from .fan import FANRequiredError, fan_required_message, load_fan
+from .fan import FANRequiredError, compute_masks, fan_required_message, load_fan
 from .formats import StarGANFormatError, export_official, load_official
 from .losses import LossWeights, discriminator_loss, generator_loss
 from .model import Nets, StarGANConfig, build_nets, check_img_size
-from .synthesize import face_masks_for, latent_grid, reference_grid
+from .synthesize import check_masks, latent_grid, reference_grid
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+COMPILE_SETTINGS = ("auto", "on", "off")
 TRAINED = ("generator", "mapping_network", "style_encoder", "discriminator")
 AVERAGED = ("generator", "mapping_network", "style_encoder")
 _EXPORT = re.compile(r"^\d{6,}_nets_(ema|D)\.ckpt$")
@@ -97,6 +100,8 @@ class TrainConfig:
                           "fp16 or fp32 (the official behaviour)", choices=PRECISIONS)
     channels_last: bool | None = _opt(None, "channels-last memory format; default: on CUDA unless precision "
                                       "is fp32")
+    compile: str = _opt("auto", "torch.compile the networks (generator, mapping network, style encoder, "
+                        "discriminator, FAN): auto = on CUDA; the R1 pass stays eager", choices=COMPILE_SETTINGS)
     seed: int = _opt(777, "seed of the initial weights, the data order, augmentation and latent codes")
     # data
     crop_prob: float = _opt(0.5, "probability of the random resized crop augmentation")
@@ -124,6 +129,7 @@ class TrainConfig:
         self.betas = tuple(float(b) for b in self.betas)
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        self.compile = compile_setting(self.compile)
         for name in ("batch", "total_iters", "ds_iter", "log_every", "keep_last", "sample_per_domain",
                      "min_images"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
@@ -145,7 +151,7 @@ class TrainConfig:
         """The fields that change what is computed (checkpoints warn when they differ on resume)."""
         bookkeeping = {"sample_every", "sample_per_domain", "log_every", "checkpoint_every", "checkpoint_minutes",
                        "keep_last", "session_hours", "drive_dir", "drive_wait_s", "fan_path", "init_from", "workers", "cache_images",
-                       "total_iters", "batch_per_gpu"}
+                       "total_iters", "batch_per_gpu", "compile"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in bookkeeping}
 
 
@@ -179,6 +185,20 @@ class TrainState:
     precision_d: Precision
     precision_g: Precision
     memory_format: torch.memory_format
+    compiler: Compiler = field(default_factory=lambda: Compiler(False))
+    _fast: dict = field(default_factory=dict, repr=False)
+
+    def fast(self, module: nn.Module | None):
+        """The compiled callable of ``module`` (a network or its DDP wrapper), made once; ``module`` itself
+        when compile is off. For the FAN: an object whose ``get_heatmap`` (all that the masks use) is compiled."""
+        if module is None or not self.compiler.enabled:
+            return module
+        if id(module) not in self._fast:
+            if module is self.nets.fan:
+                self._fast[id(module)] = types.SimpleNamespace(get_heatmap=self.compiler(module.get_heatmap))
+            else:
+                self._fast[id(module)] = self.compiler(module)
+        return self._fast[id(module)]
 
     def checkpoint_objects(self) -> dict:
         objects = {name: self.nets[name] for name in TRAINED}
@@ -213,20 +233,19 @@ def build_state(config: TrainConfig, num_domains: int, device, fan: nn.Module | 
     optims = {name: make_adam(nets[name].parameters(), config.f_lr if name == "mapping_network" else config.lr,
                               config.betas, device=device, weight_decay=config.weight_decay) for name in TRAINED}
     return TrainState(config, nets, ema, optims, Precision(device, config.precision),
-                      Precision(device, config.precision), memory_format)
+                      Precision(device, config.precision), memory_format,
+                      Compiler.for_setting(config.compile, device))
 
 
-def _grad_scale(precision: Precision) -> float:
-    return float(precision.scaler.get_scale()) if precision.scaler is not None else 1.0
-
-
-def _synced(nets: Nets, wrapped: dict[str, nn.Module] | None, names: tuple[str, ...]):
-    """``nets`` with the DistributedDataParallel wrappers of ``names`` (the networks a pass trains) in place
-    of the plain modules; the others stay plain, so DDP only waits for gradients that the pass computes."""
-    if not wrapped:
+def _synced(state: TrainState, wrapped: dict[str, nn.Module] | None, names: tuple[str, ...]):
+    """The networks a pass calls: the DistributedDataParallel wrappers of ``names`` (the networks it trains)
+    in place of the plain modules, the others plain, so DDP only waits for gradients that the pass computes;
+    each one compiled when compile is on."""
+    nets = state.nets
+    if not wrapped and not state.compiler.enabled:
         return nets
-    modules = {name: wrapped[name] if name in names else nets[name] for name in TRAINED}
-    return types.SimpleNamespace(**modules, fan=nets.fan, config=nets.config)
+    modules = {name: state.fast(wrapped[name] if wrapped and name in names else nets[name]) for name in TRAINED}
+    return types.SimpleNamespace(**modules, fan=state.fast(nets.fan), config=nets.config)
 
 
 def train_step(state: TrainState, batch: Batch, lambda_ds: float,
@@ -238,8 +257,10 @@ def train_step(state: TrainState, batch: Batch, lambda_ds: float,
     c, plain, opt = state.config, state.nets, state.optims
     weights = LossWeights(c.lambda_reg, c.lambda_sty, lambda_ds, c.lambda_cyc)
     x, y_org, y_trg = batch.x_src, batch.y_src, batch.y_ref
-    masks = face_masks_for(plain, x) if c.w_hpf > 0 else None
-    nets = _synced(plain, wrapped, ("discriminator",))
+    masks = compute_masks(state.fast(plain.fan), x) if c.w_hpf > 0 and check_masks(plain) else None
+    nets = _synced(state, wrapped, ("discriminator",))
+    # R1 needs a double backward, which torch.compile cannot do: the real pass calls the module itself
+    r1_discriminator = wrapped["discriminator"] if wrapped else plain.discriminator
 
     # 1. discriminator: fakes from a latent code, then from a reference
     requires_grad(plain.discriminator, True)
@@ -247,19 +268,20 @@ def train_step(state: TrainState, batch: Batch, lambda_ds: float,
     for style in ({"z_trg": batch.z_trg}, {"x_ref": batch.x_ref}):
         loss, parts = discriminator_loss(nets, x, y_org, y_trg, masks=masks, weights=weights,
                                          autocast=state.precision_d.autocast,
-                                         grad_scale=_grad_scale(state.precision_d), **style)
+                                         grad_scale=state.precision_d.loss_scale(),
+                                         r1_discriminator=r1_discriminator, **style)
         state.precision_d.backward_step(loss, opt["discriminator"])
         d_parts.append(parts)
     requires_grad(plain.discriminator, False)
 
     # 2. generator: latent-guided (G, F, E step), then reference-guided (G steps)
-    nets = _synced(plain, wrapped, AVERAGED)
+    nets = _synced(state, wrapped, AVERAGED)
     loss, g_latent = generator_loss(nets, x, y_org, y_trg, z_trgs=(batch.z_trg, batch.z_trg2), masks=masks,
                                     weights=weights, autocast=state.precision_g.autocast)
     state.precision_g.backward_step(loss, [opt[name] for name in AVERAGED])
     for name in ("mapping_network", "style_encoder"):
         requires_grad(plain[name], False)
-    nets = _synced(plain, wrapped, ("generator",))
+    nets = _synced(state, wrapped, ("generator",))
     loss, g_ref = generator_loss(nets, x, y_org, y_trg, x_refs=(batch.x_ref, batch.x_ref2), masks=masks,
                                  weights=weights, autocast=state.precision_g.autocast)
     state.precision_g.backward_step(loss, opt["generator"])
@@ -437,7 +459,8 @@ def train(config: TrainConfig, data_root, run_dir, *, device=None, fan: nn.Modul
                   f"of a global batch of {config.batch}")
     state = build_state(config, data.num_domains, device, _load_fan_for(config, fan, device))
     log = ProgressLog(config.total_iters, desc="StarGAN v2", batch_size=config.batch, record_every=config.log_every,
-                      disable=not progress)
+                      disable=not progress,
+                      reduce=(lambda losses: distributed.mean_over_ranks(losses, dist)) if dist.enabled else None)
     objects = {**state.checkpoint_objects(), "data": data, "log": log}
     model = state.nets.config.to_dict()
 
@@ -463,10 +486,12 @@ def train(config: TrainConfig, data_root, run_dir, *, device=None, fan: nn.Modul
     with ckpt:
         for step in range(start + 1, config.total_iters + 1):
             batch = data.next(device, state.memory_format)
-            losses = train_step(state, batch, diversity_weight(config, step), wrapped)
-            if dist.enabled and step % config.log_every == 0:
-                losses = distributed.mean_over_ranks(losses, dist)
-            log.update(step, {**losses, "lambda_ds": diversity_weight(config, step)})
+            with state.compiler.timed():
+                losses = train_step(state, batch, diversity_weight(config, step), wrapped)
+            log.update(step, {**losses, "lambda_ds": diversity_weight(config, step)})  # read every log_every
+            report = state.compiler.report() if verbose else None
+            if report:
+                log.write(f"StarGAN v2: {report}")
             if samples is not None and step % config.sample_every == 0:
                 _save_pictures(writer, state.ema_nets(), samples, log, step, config.seed, run_dir, drive)
             if ckpt.step(step, objects, extra=lambda: extra(step + 1)):

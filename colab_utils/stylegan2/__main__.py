@@ -130,8 +130,12 @@ def _add_train(sub) -> None:
                    help="auto: bf16 on Ampere and newer GPUs, fp16 with a grad scaler on older ones (T4), fp32 on CPU")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=d.channels_last,
                    help="NHWC memory format (default: on CUDA, where tensor cores want it; off on the CPU)")
+    g.add_argument("--compile", choices=("auto", "on", "off"), default=d.compile,
+                   help="torch.compile G and D (auto: on CUDA; the first steps then take a few minutes to compile, "
+                        "cached on Drive in Colab for the next session)")
     g.add_argument("--plain", action="store_true",
-                   help="plain fp32 eager: no autocast, no channels_last, no fused Adam, no cuDNN autotuning")
+                   help="plain fp32 eager: no autocast, no channels_last, no fused Adam, no cuDNN autotuning, "
+                        "no compile")
     cli.add_device_argument(g, default=d.device)
     g.add_argument("--workers", type=int, default=d.workers,
                    help="data loader processes (default: 2 on a GPU for image folders too big to cache, else 0)")

@@ -462,13 +462,14 @@ class Generator(nn.Module):
         z = torch.randn(n_latent, self.style_dim, device=self.input.input.device)
         return self.style(z).mean(0, keepdim=True)
 
-    def w_plus(self, styles: Sequence[torch.Tensor], *, inject_index: int | None = None, truncation: float = 1.0,
+    def w_plus(self, styles: Sequence[torch.Tensor], *, inject_index: int | torch.Tensor | None = None, truncation: float = 1.0,
                truncation_latent: torch.Tensor | None = None, input_is_latent: bool = False) -> torch.Tensor:
         """One w per modulated layer, [B, n_latent, style_dim].
 
         ``styles``: one or two tensors, z (mapped here) or, with ``input_is_latent``, w [B, style_dim] or W+
         [B, n_latent, style_dim]. Two tensors mix styles: entries before ``inject_index`` come from the
-        first, the rest from the second (a random crossover in [1, n_latent-1] when None). ``truncation`` < 1
+        first, the rest from the second (an int or a 0-d tensor; a random crossover in [1, n_latent-1] when
+        None). ``truncation`` < 1
         pulls every w toward ``truncation_latent`` (StyleGAN Sec. 3.3)."""
         if isinstance(styles, torch.Tensor):
             styles = [styles]
@@ -490,9 +491,13 @@ class Generator(nn.Module):
             return latents[0]
         if inject_index is None:
             inject_index = int(torch.randint(1, self.n_latent, ()))
+        first, second = latents
+        if isinstance(inject_index, torch.Tensor):  # the same selection without a Python int (torch.compile
+            # then keeps one graph for every crossover layer instead of one per value); not range-checked
+            take_first = torch.arange(self.n_latent, device=first.device) < inject_index.to(first.device)
+            return torch.where(take_first.view(1, -1, 1), first, second)
         if not 0 <= inject_index <= self.n_latent:
             raise ValueError(f"inject_index must be in [0, {self.n_latent}], got {inject_index}")
-        first, second = latents
         return torch.cat([first[:, :inject_index], second[:, inject_index:]], dim=1)
 
     def _broadcast_latent(self, w: torch.Tensor) -> torch.Tensor:
@@ -550,8 +555,9 @@ class Generator(nn.Module):
             acts[f"to_rgbs.{k}"] = img
         return (img, acts) if return_activations else img
 
-    def forward(self, styles: Sequence[torch.Tensor], return_latents: bool = False, inject_index: int | None = None,
-                truncation: float = 1.0, truncation_latent: torch.Tensor | None = None, input_is_latent: bool = False,
+    def forward(self, styles: Sequence[torch.Tensor], return_latents: bool = False,
+                inject_index: int | torch.Tensor | None = None, truncation: float = 1.0,
+                truncation_latent: torch.Tensor | None = None, input_is_latent: bool = False,
                 noise: Sequence[torch.Tensor | None] | None = None, randomize_noise: bool = True):
         """rosinality-compatible call: ``(image, W+ or None)``."""
         latent = self.w_plus(styles, inject_index=inject_index, truncation=truncation,

@@ -34,6 +34,8 @@ from torch.nn import functional as F
 
 from colab_utils import distributed, runtime, viz
 from colab_utils.checkpoint import FORMAT, CheckpointManager, ResumableSampler, infinite_batches
+from colab_utils.compile import Compiler
+from colab_utils.compile import check_setting as compile_setting
 from colab_utils.data.images import ImageFolderDataset, list_images, prepare_dataset
 from colab_utils.data.synthetic import make_faces
 from colab_utils.drive import DriveWriter, is_drive_path
@@ -89,6 +91,7 @@ class TrainConfig:
     precision: str = "auto"               # auto | bf16 | fp16 | fp32
     channels_last: bool | None = None     # NHWC activations (None: on CUDA, where tensor cores want them)
     fast_optim: bool = True               # fused (CUDA) or foreach Adam; False: the per-parameter loop
+    compile: str = "auto"                 # torch.compile G and D: auto (on CUDA) | on | off (colab_utils.compile)
     cudnn_benchmark: bool = True
     device: str = "auto"
     workers: int | None = None            # data loader processes (None: 2 on a GPU for image folders, else 0)
@@ -136,6 +139,7 @@ class TrainConfig:
                              f"got {self.batch}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        compile_setting(self.compile)
         for name in ("r1_every", "pl_every", "pl_batch_shrink", "sample_every", "log_every", "n_samples"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
@@ -167,8 +171,9 @@ _IDENTITY_FIELDS = {"size", "channel_multiplier", "channels", "style_dim", "n_ml
 
 def plain_fp32(config: TrainConfig) -> TrainConfig:
     """The same run in plain fp32 eager mode: no autocast, no channels_last, no fused/foreach Adam, no cuDNN
-    autotuning (the benchmark's baseline)."""
-    return dataclasses.replace(config, precision="fp32", channels_last=False, fast_optim=False, cudnn_benchmark=False)
+    autotuning, no torch.compile (the benchmark's baseline)."""
+    return dataclasses.replace(config, precision="fp32", channels_last=False, fast_optim=False, cudnn_benchmark=False,
+                               compile="off")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -236,7 +241,7 @@ def _input_gradient(output: torch.Tensor, inputs: torch.Tensor, precision: Preci
     scaler then skips, as for any other step."""
     if precision.scaler is None:
         return torch.autograd.grad(output, inputs, create_graph=True)[0]
-    scale = precision.scaler.get_scale()
+    scale = precision.loss_scale()  # a device tensor: no host sync
     return torch.autograd.grad(output * scale, inputs, create_graph=True)[0] / scale
 
 
@@ -307,12 +312,29 @@ class Nets:
     dist: distributed.Dist = field(default_factory=distributed.Dist)
     G_train: torch.nn.Module | None = None   # the DDP wrappers the trained passes go through (see wrap())
     D_train: torch.nn.Module | None = None
+    compiler: Compiler | None = None          # torch.compile of the main passes (None or disabled: eager)
+    _fast: dict = field(default_factory=dict, repr=False)
 
     def wrap(self, dist: distributed.Dist) -> None:
         """Train through DistributedDataParallel wrappers of G and D (after a restore: DDP broadcasts rank 0's
         weights); the plain modules stay for the EMA, samples, checkpoints and the untrained side of a pass."""
         self.dist = dist
         self.G_train, self.D_train = distributed.wrap(self.G, dist), distributed.wrap(self.D, dist)
+        self._fast.clear()
+
+    @property
+    def compiled(self) -> bool:
+        return self.compiler is not None and self.compiler.enabled
+
+    def fast(self, module: torch.nn.Module):
+        """The compiled callable of ``module`` (G, D or their DDP wrappers) for the main D and G passes, made
+        once; ``module`` itself when compile is off. The lazy regularisers call the modules directly (see
+        :mod:`colab_utils.compile`)."""
+        if not self.compiled:
+            return module
+        if id(module) not in self._fast:
+            self._fast[id(module)] = self.compiler(module)
+        return self._fast[id(module)]
 
     def objects(self) -> dict:
         objects = {"g": self.G, "d": self.D, "g_ema": self.ema, "g_optim": self.g_optim, "d_optim": self.d_optim,
@@ -381,7 +403,8 @@ def build_nets(config: TrainConfig, device: torch.device | str | None = None) ->
     augment = (AdaptiveAugment(config.ada_p, config.ada_target, speed_kimg=config.ada_speed_kimg,
                                interval=config.ada_interval, seed=config.seed) if config.augment else None)
     return Nets(G, D, ema, g_optim, d_optim, Precision(device, config.precision), augment,
-                PathLengthPenalty(config.pl_decay, device), device, channels_last)
+                PathLengthPenalty(config.pl_decay, device), device, channels_last,
+                compiler=Compiler.for_setting(config.compile, device))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -393,20 +416,23 @@ def _latents(nets: Nets, config: TrainConfig, batch: int) -> dict:
     global batch's latents, mixing point and per-layer noise and keeps its rows; one process draws the noise
     inside G, as before."""
     z = mixing_latents(batch, nets.G.style_dim, config.mixing, nets.G.n_latent, device=nets.device)
+    inject = z.inject_index
+    if inject is not None and nets.compiled:  # a tensor: one compiled graph for every crossover layer
+        inject = torch.tensor(inject, device=nets.device)
     if not nets.dist.enabled:
-        return {"styles": z.styles, "inject_index": z.inject_index}
+        return {"styles": z.styles, "inject_index": inject}
     share = lambda t: distributed.rank_share(t, nets.dist)  # noqa: E731
     noise = [share(n) for n in nets.G.make_noise(batch)]
-    return {"styles": [share(s) for s in z.styles], "inject_index": z.inject_index, "noise": noise}
+    return {"styles": [share(s) for s in z.styles], "inject_index": inject, "noise": noise}
 
 
 def discriminator_step(nets: Nets, config: TrainConfig, real: torch.Tensor) -> dict:
     requires_grad(nets.G, False)
     requires_grad(nets.D, True)
     z = _latents(nets, config, real.shape[0] * nets.dist.world_size)
-    D = nets.D_train or nets.D
+    D = nets.fast(nets.D_train or nets.D)
     with nets.precision.autocast():
-        fake, _ = nets.G(**z)
+        fake, _ = nets.fast(nets.G)(**z)
         fake_logits = D(nets.aug(fake))
         real_logits = D(nets.aug(real))
         loss = d_logistic_loss(real_logits, fake_logits)
@@ -417,6 +443,7 @@ def discriminator_step(nets: Nets, config: TrainConfig, real: torch.Tensor) -> d
 
 
 def r1_step(nets: Nets, config: TrainConfig, real: torch.Tensor) -> torch.Tensor:
+    """Eager even with compile on: the penalty's double backward cannot be compiled (colab_utils.compile)."""
     real = real.detach().requires_grad_(True)
     with nets.precision.autocast():
         real_logits = (nets.D_train or nets.D)(nets.aug(real))
@@ -433,13 +460,14 @@ def generator_step(nets: Nets, config: TrainConfig) -> torch.Tensor:
     requires_grad(nets.D, False)
     z = _latents(nets, config, config.batch)
     with nets.precision.autocast():
-        fake, _ = (nets.G_train or nets.G)(**z)
-        loss = g_nonsaturating_loss(nets.D(nets.aug(fake)))
+        fake, _ = nets.fast(nets.G_train or nets.G)(**z)
+        loss = g_nonsaturating_loss(nets.fast(nets.D)(nets.aug(fake)))
     nets.precision.backward_step(loss, nets.g_optim)
     return loss.detach()
 
 
 def path_length_step(nets: Nets, config: TrainConfig) -> torch.Tensor:
+    """Eager even with compile on, like :func:`r1_step` (a double backward, and a half batch)."""
     z = _latents(nets, config, max(1, config.batch // config.pl_batch_shrink))
     with nets.precision.autocast():
         fake, latents = (nets.G_train or nets.G)(**z, return_latents=True)
@@ -629,7 +657,8 @@ def train(config: TrainConfig, data: Any = "synthetic", run_dir: str | os.PathLi
     sampler = ResumableSampler(len(dataset), seed=config.seed)  # the one-process order; each rank takes its rows
     total = config.total_steps
     log = ProgressLog(total, desc="StyleGAN2", batch_size=config.batch, record_every=config.log_every,
-                      disable=not progress)
+                      disable=not progress,
+                      reduce=(lambda losses: distributed.mean_over_ranks(losses, dist)) if dist.enabled else None)
     objects = {**nets.objects(), "sampler": sampler, "log": log}
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else Path(config.drive_dir or run_dir)
@@ -670,13 +699,16 @@ def train(config: TrainConfig, data: Any = "synthetic", run_dir: str | os.PathLi
                                          publish, workers, progress, verbose)
         extra = lambda: {"latest": latest, "metrics": history.state()}  # noqa: E731 (evaluated only when saving)
         for step in range(start + 1, total + 1):
-            losses = training_step(nets, config, real_batch(next(batches), nets, config), step)
-            if dist.enabled and step % config.log_every == 0:
-                losses = distributed.mean_over_ranks(losses, dist)
-            latest.update(losses)
+            real = real_batch(next(batches), nets, config)
+            with nets.compiler.timed():
+                losses = training_step(nets, config, real, step)
             if nets.augment is not None:
-                latest["p"] = nets.augment.p
-            log.update(step, latest)
+                losses["p"] = nets.augment.p
+            latest.update(losses)
+            log.update(step, losses)  # summed on the device, read every log_every steps
+            report = nets.compiler.report() if verbose and nets.compiled else None
+            if report:
+                log.write(f"StyleGAN2: {report}")
             if step % config.sample_every == 0 and dist.is_main:
                 sheets.update(step, nets.ema.module, log.history)
             if periodic is not None:
