@@ -29,7 +29,6 @@ both domains and nothing in the objective ties them to the source.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import shutil
@@ -37,19 +36,21 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tools"))
 
 from colab_utils.data.synthetic import STYLES, write_domain_folders  # noqa: E402
 from colab_utils.stargan.formats import load_official  # noqa: E402
 from colab_utils.stargan.synthesize import reference_grid  # noqa: E402
 from colab_utils.stargan.data import fixed_examples, load_domains  # noqa: E402
 from colab_utils.stargan.train import TrainConfig, train  # noqa: E402
+from demo_runs import RUNS, open_run, record_session, session_parser  # noqa: E402
 
 MAX_BYTES = 4_000_000
 PRESET = "portrait"
+BACKGROUND = "studio"   # one backdrop for every face: nothing outside the face for the style to carry
 N_TRAIN, N_VAL, DATA_SEED = 1500, 100, 0
 CONFIG = TrainConfig(
     img_size=32, base_dim=16, max_conv_dim=64, hidden_dim=64, style_dim=16, latent_dim=16, w_hpf=0.0,
@@ -57,7 +58,7 @@ CONFIG = TrainConfig(
     crop_prob=0.0, workers=0, seed=777, sample_every=250, sample_per_domain=3, log_every=10,
     checkpoint_minutes=3.0, keep_last=2,
 )
-DEFAULT_RUN = Path.home() / ".cache" / "colab_utils_demo" / "stargan_v2_demo_32"
+DEFAULT_RUN = RUNS / "stargan_v2_demo_32_studio"
 ASSET = REPO / "assets" / "stargan_v2_demo_32_nets_ema.ckpt"
 
 
@@ -67,36 +68,16 @@ def domain_data(run_dir: Path) -> Path:
     marker = root / "complete.json"
     if not marker.is_file():
         write_domain_folders(root, N_TRAIN, N_VAL, size=CONFIG.img_size, seed=DATA_SEED, domains=STYLES,
-                             preset=PRESET)
-        marker.write_text(json.dumps({"n_train": N_TRAIN, "n_val": N_VAL, "seed": DATA_SEED, "preset": PRESET}))
+                             preset=PRESET, background=BACKGROUND)
+        marker.write_text(json.dumps({"n_train": N_TRAIN, "n_val": N_VAL, "seed": DATA_SEED, "preset": PRESET,
+                                      "background": BACKGROUND}))
     return root
 
 
-def record_session(run_dir: Path, entry: dict) -> Path:
-    """Append one session's settings and result to ``run_dir/training.json``; returns its path."""
-    path = run_dir / "training.json"
-    log = json.loads(path.read_text()) if path.is_file() else {"sessions": []}
-    log["config"] = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(CONFIG).items()}
-    log["data"] = {"preset": PRESET, "domains": list(STYLES), "n_train": N_TRAIN, "n_val": N_VAL, "seed": DATA_SEED}
-    log["sessions"].append(entry)
-    path.write_text(json.dumps(log, indent=2))
-    return path
-
-
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=90.0, help="wall-clock budget of this session (default 90)")
-    parser.add_argument("--run-dir", type=Path, default=DEFAULT_RUN,
-                        help=f"checkpoint folder; an existing run there is continued (default {DEFAULT_RUN})")
-    parser.add_argument("--fresh", action="store_true", help="delete the run folder first and train from scratch")
-    parser.add_argument("--out", type=Path, default=ASSET, help="where the official-format nets_ema file is copied")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy machine)")
-    args = parser.parse_args(argv)
-
-    if args.fresh and args.run_dir.exists():
-        shutil.rmtree(args.run_dir)
-    args.run_dir.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(args.threads)
+    args = session_parser(__doc__.splitlines()[0], DEFAULT_RUN, ASSET,
+                          "where the official-format nets_ema file is copied").parse_args(argv)
+    open_run(args)
     config = dataclasses.replace(CONFIG, session_hours=args.minutes / 60.0)
     root = domain_data(args.run_dir)
     started = time.time()
@@ -114,13 +95,12 @@ def main(argv=None) -> int:
     images, domains = fixed_examples(val, 4, seed=1)
     preview = args.out.with_suffix(".png")
     reference_grid(nets.eval(), images, images, domains, path=preview, progress=False)
-    log = record_session(args.run_dir, {"finished": time.strftime("%Y-%m-%d %H:%M:%S"), "minutes": round(minutes, 1),
-                                        "threads": args.threads, "step": result.step,
-                                        "kimg": round(result.step * CONFIG.batch / 1000, 1),
-                                        "stopped": result.stop_reason, "asset_bytes": size})
-    shutil.copyfile(log, args.out.with_suffix(".json"))
+    log = record_session(args, CONFIG, minutes=minutes, step=result.step, batch=CONFIG.batch,
+                         stopped=result.stop_reason, asset_bytes=size,
+                         data={"preset": PRESET, "background": BACKGROUND, "domains": list(STYLES),
+                               "n_train": N_TRAIN, "n_val": N_VAL, "seed": DATA_SEED})
     print(f"iteration {result.step} of {CONFIG.total_iters} ({minutes:.0f} min): wrote {args.out} "
-          f"({size / 1e6:.2f} MB), {preview} and {args.out.with_suffix('.json')}")
+          f"({size / 1e6:.2f} MB), {preview} and {log}")
     if size > MAX_BYTES:
         print(f"error: {args.out} is {size} bytes, over the {MAX_BYTES} byte budget: use smaller widths",
               file=sys.stderr)

@@ -26,22 +26,20 @@ faces (step 6202) until the run reaches the figures ``tests`` ask of it.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import shutil
 import sys
 import time
 from pathlib import Path
 
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tools"))
 
 from colab_utils import viz  # noqa: E402
 from colab_utils.stylegan2 import export_rosinality, generate, mean_w  # noqa: E402
 from colab_utils.stylegan2.train import SyntheticFaces, TrainConfig, train  # noqa: E402
+from demo_runs import RUNS, open_run, record_session, session_parser  # noqa: E402
 
 MAX_BYTES = 4_000_000
 PRESET = "portrait"
@@ -52,36 +50,13 @@ CONFIG = TrainConfig(
     checkpoint_minutes=3.0, keep_last=2, synthetic_images=6000,
     metrics_every_kimg=None, metrics_final_images=None,   # no FID: offline, and Inception costs more than the run
 )
-DEFAULT_RUN = Path.home() / ".cache" / "colab_utils_demo" / "stylegan2_portrait_64"
-
-
-def record_session(run_dir: Path, entry: dict) -> Path:
-    """Append one session's settings and result to ``run_dir/training.json``; returns its path."""
-    path = run_dir / "training.json"
-    log = json.loads(path.read_text()) if path.is_file() else {"sessions": []}
-    log["config"] = {k: (str(v) if not isinstance(v, (int, float, str, bool, type(None), dict, list)) else v)
-                     for k, v in dataclasses.asdict(CONFIG).items()}
-    log["preset"] = PRESET
-    log["sessions"].append(entry)
-    path.write_text(json.dumps(log, indent=2))
-    return path
+DEFAULT_RUN = RUNS / "stylegan2_portrait_64"
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=90.0, help="wall-clock budget of this session (default 90)")
-    parser.add_argument("--run-dir", type=Path, default=DEFAULT_RUN,
-                        help=f"checkpoint folder; an existing run there is continued (default {DEFAULT_RUN})")
-    parser.add_argument("--fresh", action="store_true", help="delete the run folder first and train from scratch")
-    parser.add_argument("--out", type=Path, default=REPO / "assets" / "stylegan2_synthetic_64.pt",
-                        help="where the rosinality-format generator is written")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy machine)")
-    args = parser.parse_args(argv)
-
-    if args.fresh and args.run_dir.exists():
-        shutil.rmtree(args.run_dir)
-    args.run_dir.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(args.threads)
+    args = session_parser(__doc__.splitlines()[0], DEFAULT_RUN, REPO / "assets" / "stylegan2_synthetic_64.pt",
+                          "where the rosinality-format generator is written").parse_args(argv)
+    open_run(args)
     config = dataclasses.replace(CONFIG, session_hours=args.minutes / 60.0)
     data = SyntheticFaces(config.synthetic_images, config.size, seed=config.seed, preset=PRESET)
     started = time.time()
@@ -92,13 +67,10 @@ def main(argv=None) -> int:
     path = export_rosinality(args.out, result.g_ema, latent_avg=mean_w(result.g_ema))
     size = path.stat().st_size
     preview = viz.save_grid(generate(result.g_ema, 32, seed=0), args.out.with_suffix(".png"), nrow=8)
-    log = record_session(args.run_dir, {"finished": time.strftime("%Y-%m-%d %H:%M:%S"), "minutes": round(minutes, 1),
-                                        "threads": args.threads, "step": result.step,
-                                        "kimg": round(result.step * config.batch / 1000, 1),
-                                        "stopped": result.stopped, "asset_bytes": size})
-    shutil.copyfile(log, args.out.with_suffix(".json"))
+    log = record_session(args, CONFIG, minutes=minutes, step=result.step, batch=config.batch,
+                         stopped=result.stopped, asset_bytes=size, preset=PRESET)
     print(f"step {result.step} ({result.step * config.batch / 1000:.1f} kimg, {minutes:.0f} min): wrote {path} "
-          f"({size / 1e6:.2f} MB), {preview} and {args.out.with_suffix('.json')}; last training grid {result.grid}")
+          f"({size / 1e6:.2f} MB), {preview} and {log}; last training grid {result.grid}")
     if size > MAX_BYTES:
         print(f"error: {path} is {size} bytes, over the {MAX_BYTES} byte budget: use fewer channels", file=sys.stderr)
         return 1
