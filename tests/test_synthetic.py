@@ -233,3 +233,34 @@ def test_bad_preset_raises():
         sample_face_params(0, preset="cartoon")
     with pytest.raises(ValueError, match="preset"):
         make_faces(1, 64, preset="")
+
+
+def test_studio_background_changes_the_backdrop_only():
+    bg = PARTS.index("background")
+    portrait, studio = [], []
+    for seed in range(12):
+        style = STYLES[seed % 2]
+        plain = sample_face_params(seed, style, preset="portrait")
+        fixed = sample_face_params(seed, style, preset="portrait", background="studio")
+        # every choice but the backdrop is the same face
+        changed = {f.name for f in dataclasses.fields(FaceParams) if getattr(plain, f.name) != getattr(fixed, f.name)}
+        assert changed <= {"bg_top", "bg_bottom", "bg_angle"}, changed
+        a, la = make_face(seed, 64, style, preset="portrait")
+        b, lb = make_face(seed, 64, style, preset="portrait", background="studio")
+        assert np.array_equal(la, lb)
+        inner = (la != bg) & (np.abs(a.astype(int) - b.astype(int)).max(-1) == 0)
+        assert inner.sum() > 0.5 * (la != bg).sum()      # the face's pixels (but its anti-aliased rim) are equal
+        portrait.append(a[la == bg].mean(0))
+        studio.append(b[lb == bg].mean(0))
+    # one backdrop: the studio backgrounds spread over a few levels, the portrait ones over the whole palette
+    assert np.ptp(np.stack(studio), axis=0).max() < 40 < np.ptp(np.stack(portrait), axis=0).max()
+    with pytest.raises(ValueError, match="background"):
+        sample_face_params(0, preset="portrait", background="beach")
+
+
+def test_domain_folders_with_a_studio_background(tmp_path):
+    root = write_domain_folders(tmp_path / "d", 3, 1, size=32, seed=3, preset="portrait", background="studio")
+    corners = np.stack([np.asarray(Image.open(p))[0, 0] for p in sorted(root.glob("*/*/*.png"))])
+    assert len(corners) == 8
+    # the same grey-blue backdrop in every image of both domains (its corner shaded darker than the top's centre)
+    assert np.ptp(corners.astype(int), axis=0).max() < 30 and (corners[:, 2] > corners[:, 0] + 10).all(), corners

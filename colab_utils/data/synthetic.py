@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ BACKGROUND, HAIR, SKIN, BROWS, EYES, NOSE, MOUTH = range(len(PARTS))
 STYLES: tuple[str, ...] = ("fair_blond", "dark_brunette")
 HAIR_CUTS: tuple[str, ...] = ("short", "bob", "long")
 PRESETS: tuple[str, ...] = ("classic", "portrait")
+BACKGROUNDS: tuple[str | None, ...] = (None, "studio")   # None: the preset's own backgrounds
 IMAGE_FORMATS = ("png", "jpg", "jpeg", "webp")
 
 RGB = tuple[int, int, int]
@@ -50,6 +51,7 @@ _BACKGROUND = {  # (top, bottom) pairs
     "dark_brunette": [((246, 192, 112), (214, 118, 66)), ((236, 150, 108), (176, 74, 58)),
                       ((244, 210, 134), (206, 142, 70)), ((232, 170, 140), (180, 96, 84))],
 }
+_STUDIO = ((176, 186, 200), (112, 124, 146))   # the "studio" backdrop (top, bottom)
 _IRIS = {
     "fair_blond": [(74, 128, 196), (84, 150, 112), (110, 140, 170)],
     "dark_brunette": [(96, 58, 32), (62, 40, 26), (120, 80, 40)],
@@ -172,7 +174,8 @@ def _check_preset(preset) -> str:
     return preset
 
 
-def sample_face_params(seed: int, style: str | None = None, *, preset: str = "classic") -> FaceParams:
+def sample_face_params(seed: int, style: str | None = None, *, preset: str = "classic",
+                       background: str | None = None) -> FaceParams:
     """Draw every choice of one face from ``seed``. ``style`` picks the colour family (one of ``STYLES``);
     ``None`` lets each colour come from either family.
 
@@ -184,13 +187,23 @@ def sample_face_params(seed: int, style: str | None = None, *, preset: str = "cl
     opening); the family decides skin and hair only, the background comes from either family. Made for the
     local-editing generator, whose catalog must find each part, and for the StarGAN v2 demo, whose domains
     must differ in the face's colours alone.
+
+    ``background="studio"``: every face in front of the same grey-blue backdrop, its brightness and tint
+    jittered a little (as in a photo studio), the rest of the face unchanged. A translator trained on such faces
+    has no background variety to carry in its style code, so it learns to keep the source's.
     """
     seed = _check_seed(seed)
     style = _check_style(style)
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
     rng = np.random.default_rng(seed)
-    if _check_preset(preset) == "portrait":
-        return _sample_portrait(seed, style, rng)
-    return _sample_classic(seed, style, rng)
+    params = _sample_portrait(seed, style, rng) if _check_preset(preset) == "portrait" else \
+        _sample_classic(seed, style, rng)
+    if background == "studio":
+        studio = np.random.default_rng([seed, 7])      # its own stream: the face's other choices stay the same
+        params = replace(params, bg_top=_jitter(studio, _STUDIO[0], 0.06),
+                         bg_bottom=_jitter(studio, _STUDIO[1], 0.06), bg_angle=float(studio.uniform(-0.2, 0.2)))
+    return params
 
 
 def _sample_classic(seed: int, style: str | None, rng: np.random.Generator) -> FaceParams:
@@ -614,10 +627,10 @@ def _mouth(canvas: _Canvas, p: FaceParams, frame: _Frame, yaw, mouth_open):
 # ----------------------------------------------------------------------------------------------- sets
 
 def make_face(seed: int, size: int = 64, style: str | None = None, *,
-              preset: str = "classic") -> tuple[np.ndarray, np.ndarray]:
-    """``(image, labels)`` of the face drawn from ``seed`` (and ``preset``, see :func:`sample_face_params`)
-    in a neutral pose."""
-    return render_face(sample_face_params(seed, style, preset=preset), size)
+              preset: str = "classic", background: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(image, labels)`` of the face drawn from ``seed`` (and ``preset``, ``background``, see
+    :func:`sample_face_params`) in a neutral pose."""
+    return render_face(sample_face_params(seed, style, preset=preset, background=background), size)
 
 
 def _check_count(name: str, n) -> int:
@@ -669,11 +682,12 @@ def write_image_folder(root: str | os.PathLike, n: int, size: int = 64, seed: in
 
 
 def write_domain_folders(root: str | os.PathLike, n_train: int, n_val: int, size: int = 64, seed: int = 0,
-                         domains=STYLES, *, preset: str = "classic") -> Path:
+                         domains=STYLES, *, preset: str = "classic", background: str | None = None) -> Path:
     """Write StarGAN-style domain folders ``root/train/<domain>/*.png`` and ``root/val/<domain>/*.png``,
     one colour family of ``STYLES`` per domain, ``n_train`` and ``n_val`` images each. Returns ``root``.
     With ``preset="portrait"`` the domains differ in skin and hair colour only (backgrounds come from either
-    family), so a translation between them should keep the background."""
+    family), so a translation between them should keep the background. ``background="studio"`` puts every face
+    in front of one backdrop (see :func:`sample_face_params`)."""
     n_train, n_val = _check_count("n_train", n_train), _check_count("n_val", n_val)
     size, seed = _check_size(size), _check_seed(seed)
     _check_preset(preset)
@@ -689,7 +703,7 @@ def write_domain_folders(root: str | os.PathLike, n_train: int, n_val: int, size
             (root / split / d).mkdir(parents=True, exist_ok=True)
     jobs = [(k, split, d, i) for k, (split, count) in enumerate(splits) for d in domains for i in range(count)]
     for k, split, d, i in tqdm(jobs, desc=f"writing domain folders to {root}", unit="img", disable=len(jobs) < 256):
-        face = make_face(_child_seed(seed, STYLES.index(d), k, i), size, d, preset=preset)[0]
+        face = make_face(_child_seed(seed, STYLES.index(d), k, i), size, d, preset=preset, background=background)[0]
         _save(face, root / split / d / f"{i:05d}.png", "png")
     return root
 

@@ -148,7 +148,8 @@ def _frame_shape(size: int, frame_size) -> tuple[int, int]:
 
 def iter_synthetic_frames(seconds: float = 3.0, fps: float = 25, size: int = 128, seed: int = 0,
                           style: str | None = None, *, frame_size=None, face_fraction: float | None = None,
-                          preset: str = "classic") -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                          preset: str = "classic", background: str | None = None
+                          ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """The frames of :func:`make_synthetic_video` as ``(image HxWx3 uint8, labels HxW uint8)`` pairs, labels
     indexing ``colab_utils.data.synthetic.PARTS``. Same arguments as :func:`make_synthetic_video`."""
     width, height = _frame_shape(size, frame_size)
@@ -158,7 +159,7 @@ def iter_synthetic_frames(seconds: float = 3.0, fps: float = 25, size: int = 128
         raise ValueError(f"face_fraction must be in [0.1, 1], got {face_fraction}")
     if not (seconds > 0 and fps > 0):
         raise ValueError(f"seconds and fps must be positive, got seconds={seconds}, fps={fps}")
-    params = sample_face_params(seed, style, preset=preset)
+    params = sample_face_params(seed, style, preset=preset, background=background)
     return _frames(params, face_poses(seconds, fps, seed), width, height, face_fraction)
 
 
@@ -185,7 +186,8 @@ def _frames(params, poses: list[FacePose], width: int, height: int,
 
 def make_synthetic_video(path, *, seconds: float = 3.0, fps: float = 25, size: int = 128, seed: int = 0,
                          audio: bool = True, style: str | None = None, frame_size=None,
-                         face_fraction: float | None = None, preset: str = "classic") -> Path:
+                         face_fraction: float | None = None, preset: str = "classic",
+                         background: str | None = None) -> Path:
     """Write ``round(seconds * fps)`` frames of a seeded synthetic face talking (H.264 MP4), with a
     ``SAMPLE_RATE`` Hz AAC sound track in sync with the mouth when ``audio``.
 
@@ -194,10 +196,11 @@ def make_synthetic_video(path, *, seconds: float = 3.0, fps: float = 25, size: i
     face image (head, hair and shoulders as a training image frames them; the head itself is about half of
     it) spans ``face_fraction`` (default 0.5) of the frame's shorter side, centred and drifting a little. ``style`` picks the face's colour
     family and ``preset`` the kind of face as in :func:`colab_utils.data.synthetic.sample_face_params`
-    (``"portrait"``: the close-up the demo StarGAN v2 was trained on). Returns ``path``."""
+    (``"portrait"`` with ``background="studio"``: the close-ups the demo StarGAN v2 was trained on). Returns
+    ``path``."""
     path = Path(path)
     frames = iter_synthetic_frames(seconds, fps, size, seed, style, frame_size=frame_size,
-                                   face_fraction=face_fraction, preset=preset)
+                                   face_fraction=face_fraction, preset=preset, background=background)
     n_frames = round(seconds * fps)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as scratch:
