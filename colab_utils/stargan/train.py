@@ -100,6 +100,8 @@ class TrainConfig:
                           "fp16 or fp32 (the official behaviour)", choices=PRECISIONS)
     channels_last: bool | None = _opt(None, "channels-last memory format; default: on CUDA unless precision "
                                       "is fp32")
+    fast_optim: bool = _opt(True, "fused (CUDA) or foreach Adam; false: PyTorch's default Adam, as the official "
+                            "code runs it")
     compile: str = _opt("auto", "torch.compile the networks (generator, mapping network, style encoder, "
                         "discriminator, FAN): auto = on CUDA; the R1 pass stays eager", choices=COMPILE_SETTINGS)
     seed: int = _opt(777, "seed of the initial weights, the data order, augmentation and latent codes")
@@ -151,7 +153,7 @@ class TrainConfig:
         """The fields that change what is computed (checkpoints warn when they differ on resume)."""
         bookkeeping = {"sample_every", "sample_per_domain", "log_every", "checkpoint_every", "checkpoint_minutes",
                        "keep_last", "session_hours", "drive_dir", "drive_wait_s", "fan_path", "init_from", "workers", "cache_images",
-                       "total_iters", "batch_per_gpu", "compile"}
+                       "total_iters", "batch_per_gpu", "compile", "fast_optim"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in bookkeeping}
 
 
@@ -231,7 +233,8 @@ def build_state(config: TrainConfig, num_domains: int, device, fan: nn.Module | 
         nets["fan"] = fan.to(device).eval()
     ema = {name: EMA(nets[name], config.ema) for name in AVERAGED}
     optims = {name: make_adam(nets[name].parameters(), config.f_lr if name == "mapping_network" else config.lr,
-                              config.betas, device=device, weight_decay=config.weight_decay) for name in TRAINED}
+                              config.betas, device=device, weight_decay=config.weight_decay, fast=config.fast_optim)
+              for name in TRAINED}
     return TrainState(config, nets, ema, optims, Precision(device, config.precision),
                       Precision(device, config.precision), memory_format,
                       Compiler.for_setting(config.compile, device))

@@ -90,7 +90,7 @@ class TrainConfig:
     # speed
     precision: str = "auto"               # auto | bf16 | fp16 | fp32
     channels_last: bool | None = None     # NHWC activations (None: on CUDA, where tensor cores want them)
-    fast_optim: bool = True               # fused (CUDA) or foreach Adam; False: the per-parameter loop
+    fast_optim: bool = True               # fused (CUDA) or foreach Adam; False: PyTorch's default Adam
     compile: str = "auto"                 # torch.compile G and D: auto (on CUDA) | on | off (colab_utils.compile)
     cudnn_benchmark: bool = True
     device: str = "auto"
