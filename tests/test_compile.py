@@ -7,6 +7,7 @@ tiny StyleGAN2 takes minutes on two cores). One inductor test runs when ``COLAB_
 """
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -29,7 +30,7 @@ UNAVAILABLE = fastpath.unavailable_reason()
 needs_compile = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"torch.compile unavailable: {UNAVAILABLE}")
 SG_TINY = dict(size=32, channels=16, style_dim=16, n_mlp=1, batch=8, checkpoint_minutes=None, n_samples=8,
                metrics_every_kimg=None, device="cpu")
-SG_REG = dict(augment=False, r1_every=4, pl_every=4, mixing=1.0)   # R1 and path length at step 4
+SG_REG = dict(augment=False, r1_every=4, pl_every=4, mixing=0.5)   # R1 and path length at step 4
 STAR_TINY = dict(img_size=32, base_dim=8, max_conv_dim=16, hidden_dim=16, style_dim=8, latent_dim=4, w_hpf=0,
                  batch=4, workers=0, sample_every=0, checkpoint_minutes=0, log_every=1)
 
@@ -103,17 +104,28 @@ def _stylegan2_steps(compile_setting: str, steps: int = 5):
 
 @needs_compile
 def test_stylegan2_compiled_steps_equal_eager_and_the_lazy_regularisers_compile_nothing(aot_eager):
+    sg_train = importlib.import_module("colab_utils.stylegan2.train")  # the package's `train` is the function
+    mixed, draw = set(), sg_train.mixing_latents
+
+    def recording(*args, **kwargs):
+        z = draw(*args, **kwargs)
+        mixed.add(z.inject_index is not None)
+        return z
+
     eager, eager_losses, _ = _stylegan2_steps("off")
-    fast, fast_losses, graphs = _stylegan2_steps("on")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sg_train, "mixing_latents", recording)
+        fast, fast_losses, graphs = _stylegan2_steps("on")
     assert fast.compiled and not eager.compiled
     for a, b in zip(eager_losses, fast_losses):
         assert a.keys() == b.keys() and all(b[k] == pytest.approx(a[k], rel=1e-5, abs=1e-6) for k in a)
     assert "r1" in fast_losses[3] and "pl" in fast_losses[3]
     assert _max_diff(eager.G, fast.G) < 1e-5 and _max_diff(eager.D, fast.D) < 1e-5
     assert _max_diff(eager.ema.module, fast.ema.module) < 1e-5
-    # step 1 compiles G and D for the D pass and the G pass; then no step recompiles: not the new crossover
-    # layer of style mixing every step, not R1 and path length at step 4 (they run the plain modules)
-    assert graphs[0] >= 4 and graphs[-1] == graphs[0], graphs
+    # step 1 compiles G and D for the D pass and for the G pass; then no step recompiles: not a new crossover
+    # layer, not a batch without mixing, not R1 and path length at step 4 (they run the plain modules)
+    assert mixed == {True, False}, "the seeds should draw batches with and without style mixing"
+    assert graphs[0] == 4 and graphs[-1] == graphs[0], graphs
     assert not any("_orig_mod" in key for key in [*fast.G.state_dict(), *fast.D.state_dict()])
 
 
@@ -181,9 +193,11 @@ def test_stylegan2_inductor_steps_equal_eager(monkeypatch):
 
 _READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__")
 # Reads of tensors that live on the host whatever the training device, so never a wait for the GPU: style
-# mixing's coin and crossover layer (drawn on the CPU generator), and Adam's step counters (torch keeps them
-# on the CPU unless the optimizer is fused or capturable; fused Adam on CUDA reads nothing).
-_HOST_DRAWS = {("colab_utils.stylegan2.model", "mixing_latents"), ("torch.optim.optimizer", "_get_value")}
+# mixing's coin and crossover layer (drawn on the CPU generator), ADA's sign sum of the interval before
+# (copied to pinned host memory when that interval ended), and Adam's step counters (torch keeps them on the
+# CPU unless the optimizer is fused or capturable; fused Adam on CUDA reads nothing).
+_HOST_DRAWS = {("colab_utils.stylegan2.model", "mixing_latents"), ("colab_utils.stylegan2.augment", "_adjust"),
+               ("torch.optim.optimizer", "_get_value")}
 
 
 @pytest.fixture
@@ -209,8 +223,8 @@ def _outside_host_draws(calls):
 
 def test_stylegan2_steps_read_the_device_only_when_the_log_records(device_reads):
     steps, every = 12, 4
-    config = TrainConfig(**SG_TINY, augment=True, ada_p=0.3, ada_target=None, r1_every=4, pl_every=2,
-                         log_every=every)
+    config = TrainConfig(**SG_TINY, augment=True, ada_p=0.3, ada_interval=2, r1_every=4, pl_every=2,
+                         log_every=every)   # ADA adapts p from the discriminator every 2 steps
     torch.manual_seed(0)
     nets = build_nets(config, "cpu")
     log = ProgressLog(steps, record_every=every, disable=True)
@@ -221,6 +235,7 @@ def test_stylegan2_steps_read_the_device_only_when_the_log_records(device_reads)
     reads = _outside_host_draws(device_reads)
     assert reads == [("colab_utils.training", "_record")] * (steps // every), sorted(set(reads))
     assert [s for s, _ in log.history["r1"]] == [4, 8, 12] and len(log.history["d"]) == 3
+    assert nets.augment.p != 0.3 and nets.augment.last_rt is not None   # p did adapt
 
 
 def test_stargan_steps_read_the_device_only_when_the_log_records(device_reads, tmp_path):

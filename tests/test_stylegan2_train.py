@@ -259,19 +259,23 @@ def test_adaptive_p_moves_in_the_right_direction():
     aug.update(confident)
     assert aug.p == 0.5                  # only every `interval` calls
     aug.update(confident)
-    assert aug.p == pytest.approx(0.5 + 64 / 1000) and aug.last_rt == 1.0
+    assert aug.p == 0.5 and aug.last_rt is None   # an interval's r_t applies when the next interval ends
     unsure = torch.tensor([1.0, -1.0] * 16)  # r_t = 0 < 0.6 -> less augmentation
     for _ in range(2):
         aug.update(unsure)
+    assert aug.p == pytest.approx(0.5 + 64 / 1000) and aug.last_rt == 1.0
+    for _ in range(2):
+        aug.update(-confident)
     assert aug.p == pytest.approx(0.5) and aug.last_rt == 0.0
     for _ in range(40):
         aug.update(-confident)
     assert aug.p == 0.0                  # clamped
     restored = AdaptiveAugment(p=0.0, target=0.6, speed_kimg=1.0, interval=2)
-    aug.update(confident)                # a pending half-interval is saved too
+    aug.update(confident)                # a pending half-interval and the ended interval are saved too
     restored.load_state_dict(aug.state_dict())
-    aug.update(confident), restored.update(confident)
-    assert restored.p == aug.p > 0
+    for _ in range(3):
+        aug.update(confident), restored.update(confident)
+    assert restored.p == aug.p > 0 and restored.last_rt == aug.last_rt == 1.0
     x = torch.randn(4, 3, 16, 16)
     aug.p = restored.p = 0.9
     assert torch.equal(aug(x), restored(x))

@@ -10,6 +10,9 @@ information when ``p`` stays below about 0.8, the generator still learns the un-
 
 measured over a few minibatches; ``p`` moves up when r_t exceeds the target (0.6 in the paper) and down
 otherwise, by an amount that lets it go from 0 to 1 in ``speed_kimg`` thousand images (500 in the paper).
+Each interval's r_t is applied one interval late: its sum is copied to the host when the interval ends and
+read when the next one ends, long after the copy finished, so training never waits for the GPU to learn p
+(a lag of ``interval`` steps, 64 images at batch 16, against the 500k images p takes to go from 0 to 1).
 
 Our compact pipeline (each operation applied to each image independently with probability ``p``):
 horizontal flip, rotation by a multiple of 90 degrees, integer translation by up to 1/8 of the image with
@@ -37,7 +40,7 @@ class AdaptiveAugment:
 
     ``aug(images)`` returns augmented images (the input itself when ``p`` is 0). ``update(real_logits)`` is
     called once per discriminator step; every ``interval`` calls it moves ``p`` by
-    ``sign(r_t - target) * images_seen / (speed_kimg * 1000)``, clamped to [0, 1]. With ``target=None``
+    ``sign(r_t - target) * images_seen / (speed_kimg * 1000)`` of the interval before, clamped to [0, 1]. With ``target=None``
     ``p`` stays fixed (plain differentiable augmentation)."""
 
     def __init__(self, p: float = 0.0, target: float | None = 0.6, *, speed_kimg: float = 500.0,
@@ -52,6 +55,8 @@ class AdaptiveAugment:
         self.generator = torch.Generator().manual_seed(int(seed))
         self._sign_sum: torch.Tensor | None = None  # on the logits' device, summed without a sync
         self._count = 0
+        self._ended: tuple[torch.Tensor, torch.cuda.Event | None, int] | None = None  # the last interval, on its
+        # way to the host: (sign sum copy, the copy's event on CUDA, images)
         self._calls = 0
         self.last_rt: float | None = None
 
@@ -60,7 +65,8 @@ class AdaptiveAugment:
 
     # -- the adaptive probability -----------------------------------------------------------------------------
     def update(self, real_logits: torch.Tensor) -> None:
-        """Accumulate sign(D(real)); every ``interval`` calls, adjust ``p`` (a no-op without a target)."""
+        """Accumulate sign(D(real)); every ``interval`` calls, adjust ``p`` by the interval before (a no-op
+        without a target)."""
         if self.target is None:
             return
         signs = real_logits.detach().float().sign().sum()
@@ -69,11 +75,18 @@ class AdaptiveAugment:
         self._calls += 1
         if self._calls % self.interval:
             return
-        rt = float(self._sign_sum) / self._count
-        adjust = math.copysign(1.0, rt - self.target) * self._count / (self.speed_kimg * 1000.0)
+        if self._ended is not None:
+            self._adjust(*self._ended)
+        self._ended = (*_to_host(self._sign_sum), self._count)
+        self._sign_sum, self._count = None, 0
+
+    def _adjust(self, sign_sum: torch.Tensor, copied: "torch.cuda.Event | None", count: int) -> None:
+        if copied is not None:
+            copied.synchronize()  # recorded an interval ago: long complete, no wait in practice
+        rt = float(sign_sum) / count  # a host tensor
+        adjust = math.copysign(1.0, rt - self.target) * count / (self.speed_kimg * 1000.0)
         self.p = min(max(self.p + adjust, 0.0), self.max_p)
         self.last_rt = rt
-        self._sign_sum, self._count = None, 0
 
     # -- the augmentation -------------------------------------------------------------------------------------
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -113,9 +126,15 @@ class AdaptiveAugment:
     # -- state ------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         pending = torch.zeros((), dtype=torch.float64) if self._sign_sum is None else self._sign_sum.detach().cpu().double()
+        ended = None
+        if self._ended is not None:
+            sign_sum, copied, count = self._ended
+            if copied is not None:
+                copied.synchronize()
+            ended = {"sign_sum": sign_sum.detach().cpu().double(), "count": count}
         return {"p": self.p, "count": self._count, "calls": self._calls,
                 "sign_sum": pending, "generator": self.generator.get_state(),
-                "last_rt": self.last_rt}
+                "last_rt": self.last_rt, "ended": ended}
 
     def load_state_dict(self, state: Mapping) -> None:
         self.p = float(state["p"])
@@ -123,6 +142,19 @@ class AdaptiveAugment:
         self._sign_sum = state["sign_sum"].float() if self._count else None
         self.generator.set_state(state["generator"])
         self.last_rt = state.get("last_rt")
+        ended = state.get("ended")
+        self._ended = (ended["sign_sum"].float(), None, int(ended["count"])) if ended else None
+
+
+def _to_host(value: torch.Tensor) -> tuple[torch.Tensor, "torch.cuda.Event | None"]:
+    """A copy of ``value`` on the host, started without waiting: (pinned copy, its CUDA event) on a GPU."""
+    if value.device.type != "cuda":
+        return value.detach().clone(), None
+    host = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
+    host.copy_(value.detach(), non_blocking=True)
+    event = torch.cuda.Event()
+    event.record()
+    return host, event
 
 
 def _grid(b: int, s: int, device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -416,14 +416,18 @@ def _latents(nets: Nets, config: TrainConfig, batch: int) -> dict:
     global batch's latents, mixing point and per-layer noise and keeps its rows; one process draws the noise
     inside G, as before."""
     z = mixing_latents(batch, nets.G.style_dim, config.mixing, nets.G.n_latent, device=nets.device)
-    inject = z.inject_index
-    if inject is not None and nets.compiled:  # a tensor: one compiled graph for every crossover layer
+    styles, inject = z.styles, z.inject_index
+    if nets.compiled:  # one compiled graph whether or not this batch mixes: the crossover layer as a tensor, and
+        # no mixing as mixing z with a copy of itself after the last layer (the same W+; a copy, because the
+        # compiler specialises on two arguments being one tensor)
+        if inject is None:
+            styles, inject = [styles[0], styles[0].clone()], nets.G.n_latent
         inject = torch.tensor(inject, device=nets.device)
     if not nets.dist.enabled:
-        return {"styles": z.styles, "inject_index": inject}
+        return {"styles": styles, "inject_index": inject}
     share = lambda t: distributed.rank_share(t, nets.dist)  # noqa: E731
     noise = [share(n) for n in nets.G.make_noise(batch)]
-    return {"styles": [share(s) for s in z.styles], "inject_index": inject, "noise": noise}
+    return {"styles": [share(s) for s in styles], "inject_index": inject, "noise": noise}
 
 
 def discriminator_step(nets: Nets, config: TrainConfig, real: torch.Tensor) -> dict:
