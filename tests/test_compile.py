@@ -155,17 +155,21 @@ def test_stargan_compiled_step_equals_eager(aot_eager, tmp_path):
 
 
 @needs_compile
-def test_stylegan2_checkpoints_cross_between_compiled_and_eager(aot_eager, tmp_path):
+def test_stylegan2_checkpoints_cross_between_compiled_and_eager(aot_eager, tmp_path, capsys):
     """2 steps compiled + 2 eager (resumed from the compiled run's checkpoint), and 2 eager + 2 compiled, both
-    end where 4 eager steps end."""
+    end where 4 eager steps end. The compiled run logs its compile time."""
     data = SyntheticFaces(16, 32, seed=0)
     base = dict(**SG_TINY, **SG_REG, steps=4, sample_every=1000, log_every=2)
-    run = lambda folder, steps, setting: train_stylegan2(  # noqa: E731
+    run = lambda folder, steps, setting, verbose=False: train_stylegan2(  # noqa: E731
         TrainConfig(**{**base, "steps": steps}, compile=setting), data, tmp_path / folder, progress=False,
-        verbose=False)
+        verbose=verbose)
     straight = run("straight", 4, "off")
     for first, second in (("on", "off"), ("off", "on")):
-        run(first + second, 2, first)
+        capsys.readouterr()
+        run(first + second, 2, first, verbose=True)
+        logged = capsys.readouterr()
+        assert ("StyleGAN2: torch.compile: 4 graphs compiled during steps that took" in logged.out + logged.err) \
+            == (first == "on")
         resumed = run(first + second, 4, second)
         assert resumed.step == 4 and resumed.stopped is None
         assert _max_diff(straight.G, resumed.G) < 1e-5 and _max_diff(straight.D, resumed.D) < 1e-5

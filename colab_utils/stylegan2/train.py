@@ -13,8 +13,9 @@ Optional adaptive augmentation (Karras et al. 2020, "Training GANs with limited 
 Run the same call again after a disconnect and it continues from the newest verified checkpoint in
 ``run_dir`` (or ``drive_dir``), bit-exactly on the CPU. Everything meant for Google Drive is written to local
 disk first and copied by one :class:`colab_utils.drive.DriveWriter`: a full, stale, unmounted or hung Drive
-never stops or hangs the run. Mixed precision, channels_last and fused Adam follow
-the device; ``plain_fp32(config)`` switches them all off (the benchmark's baseline).
+never stops or hangs the run. Mixed precision, channels_last, fused Adam and torch.compile
+(``compile="auto"``: :mod:`colab_utils.compile`) follow the device; ``plain_fp32(config)`` switches them all off
+(the benchmark's baseline).
 """
 from __future__ import annotations
 
