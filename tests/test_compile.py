@@ -129,12 +129,24 @@ def test_stylegan2_compiled_steps_equal_eager_and_the_lazy_regularisers_compile_
     assert not any("_orig_mod" in key for key in [*fast.G.state_dict(), *fast.D.state_dict()])
 
 
+NETS = ("generator", "mapping_network", "style_encoder", "discriminator")
+
+
 def _star_batch(faces):
     return sdata.TrainingData(faces, 32, batch_size=4, latent_dim=4, seed=0).next()
 
 
+class _MaskFAN(torch.nn.Module):
+    """Stands in for FAN (too slow here): two face masks [B, 1, 256, 256] that depend on the images."""
+
+    def get_heatmap(self, x):
+        mask = torch.sigmoid(4 * torch.nn.functional.interpolate(x.mean(1, keepdim=True), size=256, mode="bilinear"))
+        return mask, 1 - mask
+
+
 @needs_compile
 def test_stargan_compiled_step_equals_eager(aot_eager, tmp_path):
+    """With the high-pass skip (w_hpf 1), so the FAN's masks go through their compiled callable too."""
     from colab_utils.data.synthetic import write_domain_folders
 
     faces = write_domain_folders(tmp_path / "faces", n_train=8, n_val=2, size=32, seed=0)
@@ -142,15 +154,26 @@ def test_stargan_compiled_step_equals_eager(aot_eager, tmp_path):
     results = {}
     for setting in ("off", "on"):
         torch.manual_seed(0)
-        state = build_state(StarConfig(**STAR_TINY, compile=setting), 2, "cpu")
-        steps = [train_step(state, batch, lambda_ds=1.0) for _ in range(2)]
-        results[setting] = state, [{k: v.item() for k, v in s.items()} for s in steps], _graphs()
-    (eager, eager_losses, _), (fast, fast_losses, graphs) = results["off"], results["on"]
-    assert fast.compiler.enabled and graphs > 0
+        state = build_state(StarConfig(**{**STAR_TINY, "w_hpf": 1.0}, compile=setting), 2, "cpu", fan=_MaskFAN())
+        losses = [train_step(state, batch, lambda_ds=1.0)]
+        # each network's gradients of its last backward pass in the first iteration
+        grads = {name: [p.grad for p in state.nets[name].parameters()] for name in NETS}   # the next
+        # iteration's zero_grad(set_to_none=True) leaves these tensors alone
+        losses.append(train_step(state, batch, lambda_ds=1.0))
+        results[setting] = state, [{k: v.item() for k, v in s.items()} for s in losses], grads, _graphs()
+    (eager, eager_losses, eager_grads, _), (fast, fast_losses, fast_grads, graphs) = results["off"], results["on"]
+    assert fast.compiler.enabled and graphs > 0 and fast.fast(fast.nets.fan) is not fast.nets.fan
+    assert eager.fast(eager.nets.fan) is eager.nets.fan
     for a, b in zip(eager_losses, fast_losses):
         assert a.keys() == b.keys() and all(b[k] == pytest.approx(a[k], rel=1e-5, abs=1e-6) for k in a)
-    for name in ("generator", "mapping_network", "style_encoder", "discriminator"):
-        assert _max_diff(eager.nets[name], fast.nets[name]) < 1e-5, name
+    # gradients, not weights: Adam's first steps move a weight by about lr * sign(gradient), so a gradient of
+    # nearly 0 gives weights that differ by lr whatever the rounding (and the reference-guided pass's gradients
+    # come from weights the latent-guided pass moved: agreement to 1e-3 of the network's largest gradient, against
+    # O(1) for a lost gradient path)
+    for name in NETS:
+        scale = max(g.abs().max() for g in eager_grads[name] if g is not None)  # (biases before an instance
+        for g, h in zip(eager_grads[name], fast_grads[name]):                 # norm have a gradient of 0 + noise)
+            assert (g is None) == (h is None) and (g is None or (g - h).abs().max() <= 1e-3 * scale), name
         assert not any("_orig_mod" in key for key in fast.nets[name].state_dict())
 
 

@@ -437,7 +437,8 @@ def discriminator_step(nets: Nets, config: TrainConfig, real: torch.Tensor) -> d
     z = _latents(nets, config, real.shape[0] * nets.dist.world_size)
     D = nets.fast(nets.D_train or nets.D)
     with nets.precision.autocast():
-        fake, _ = nets.fast(nets.G)(**z)
+        with torch.no_grad():  # nothing of G is trained here; and torch 2.11's compiler tells this pass from the G
+            fake, _ = nets.fast(nets.G)(**z)  # step by the grad mode only (it misses G's requires_grad switch)
         fake_logits = D(nets.aug(fake))
         real_logits = D(nets.aug(real))
         loss = d_logistic_loss(real_logits, fake_logits)
