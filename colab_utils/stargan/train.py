@@ -16,7 +16,9 @@ moving averages, optimizers, grad scalers, the diversity weight, the data order,
 codes, and the loss history all continue exactly. Checkpoints are written every ``checkpoint_minutes``
 (and/or ``checkpoint_every`` steps), on SIGTERM / Ctrl-C and before the session deadline
 (``session_hours``), and copied to ``drive_dir``. ``precision="fp32"`` with ``channels_last=False`` is the
-official behaviour; ``"auto"`` picks bf16 or fp16 autocast on GPUs (:mod:`colab_utils.runtime`).
+official behaviour; ``"auto"`` picks bf16 or fp16 autocast on GPUs (:mod:`colab_utils.runtime`), and
+``compile="auto"`` runs the networks through torch.compile on CUDA (:mod:`colab_utils.compile`; the R1 pass
+stays eager). Losses stay on the device and are read only when the log records them.
 
 Sample grids, loss curves and exports are written to ``run_dir`` and, like the checkpoints, copied to
 ``drive_dir`` by one :class:`colab_utils.drive.DriveWriter`: a full, stale, unmounted or hung Drive is warned
