@@ -2,6 +2,8 @@
 
     python bench/demo_figures.py                    # both models
     python bench/demo_figures.py --only editing     # or: --only stargan
+    python bench/demo_figures.py --only editing --generator ~/.cache/colab_utils_demo/stylegan2_portrait_64 \\
+        --k 24 --selectivity --sweep 0.02,0.05,0.1,0.2 # a run in progress, with the diagnostics
 
 Editing generator (``assets/stylegan2_synthetic_64.pt``): its catalog (k-means on the 32x32 features) is
 named automatically by the shipped segmenter (``assets/part_segmenter_portrait_64.pt``); the table gives
@@ -24,20 +26,31 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def editing(pairs: int) -> None:
+def editing(pairs: int, generator: str, k: int, sweep: list[float] | None, selectivity: bool) -> None:
     from colab_utils.editing import figures_table, load_generator, load_segmenter
-    from colab_utils.editing.figures import DEMO_CATALOG, demo_editing_figures
+    from colab_utils.editing.figures import (DEMO_CATALOG, FACIAL_PARTS, channel_selectivity, demo_editing_figures,
+                                             sweep_table, threshold_sweep)
 
-    G, description = load_generator("synthetic", device="cpu")
+    G, description = load_generator(generator, device="cpu")
+    segmenter = load_segmenter()
+    pair_list = tuple((2 * i, 2 * i + 1) for i in range(pairs))
     start = time.perf_counter()
-    catalog, naming, figures = demo_editing_figures(G, load_segmenter(),
-                                                    pairs=tuple((2 * i, 2 * i + 1) for i in range(pairs)))
-    print(f"## Editing generator: {description}\n\ncatalog {DEMO_CATALOG}; {pairs} pairs; "
+    catalog, naming, figures = demo_editing_figures(G, segmenter, catalog_options={"k": k}, pairs=pair_list)
+    print(f"## Editing generator: {description}\n\ncatalog {dict(DEMO_CATALOG, k=k)}; {pairs} pairs; "
           f"{time.perf_counter() - start:.0f} s\n")
     print(naming.table())
     print()
     print(figures_table(figures) if figures else "no facial part was named")
     print()
+    facial = [p for p in FACIAL_PARTS if p in catalog.parts]
+    if selectivity and facial:
+        print("### Channel selectivity (largest share of one channel's activation inside the part)\n")
+        print(channel_selectivity(catalog, facial))
+        print()
+    if sweep and facial:
+        print("### Query threshold sweep (epsilon: no limit)\n")
+        print(sweep_table(threshold_sweep(G, catalog, segmenter, pair_list, sweep, parts=facial)))
+        print()
 
 
 def stargan(n: int) -> None:
@@ -58,10 +71,18 @@ def main(argv=None) -> int:
     parser.add_argument("--pairs", type=int, default=8, help="(target, reference) pairs for the transfer figures")
     parser.add_argument("--faces", type=int, default=16, help="faces per domain for the StarGAN figures")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--generator", default="synthetic",
+                        help="the editing generator to measure: 'synthetic' (the shipped asset), a rosinality .pt, or "
+                             "a StyleGAN2 run folder (its newest checkpoint), e.g. a demo run in progress")
+    parser.add_argument("--k", type=int, default=18, help="catalog clusters (default 18, the notebooks' K)")
+    parser.add_argument("--sweep", type=lambda v: [float(x) for x in v.split(",")],
+                        help="comma-separated rho values: each facial part's fall and out-of-part change at each")
+    parser.add_argument("--selectivity", action="store_true",
+                        help="per style layer, the largest share of one channel's activation inside each part")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.only in (None, "editing"):
-        editing(args.pairs)
+        editing(args.pairs, args.generator, args.k, args.sweep, args.selectivity)
     if args.only in (None, "stargan"):
         stargan(args.faces)
     return 0

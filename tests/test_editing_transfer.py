@@ -202,3 +202,64 @@ def test_background_is_listed_last_and_kept_out_of_the_default_progression(setup
     transfer = PartTransfer(G, named, 5, 6, rho=0.05, epsilon=1.5)
     assert transfer.progression().parts == ["eyes", "mouth"]            # it would swap the whole face
     assert transfer.progression(["eyes", "background"]).parts == ["eyes", "background"]   # asked for: applied
+
+
+# ---------------------------------------------------------------------------------------------------------
+# editing.figures: the per-part transfer figures, the threshold sweep and channel selectivity
+# ---------------------------------------------------------------------------------------------------------
+
+def _square_labeler(images: torch.Tensor) -> torch.Tensor:
+    """Label 1 ("eyes") on a fixed square in the upper half, 0 elsewhere: a stand-in for the segmenter."""
+    labels = torch.zeros(images.shape[0], images.shape[2], images.shape[3], dtype=torch.long)
+    labels[:, 6:14, 8:24] = 1
+    return labels
+
+
+def test_part_figures_are_one_for_a_whole_swap_and_zero_without_edit(setup):
+    from colab_utils.editing import part_transfer_figures
+
+    G, catalog = setup
+    whole = Catalog(catalog.centers, catalog.M, catalog.layer_names, catalog.settings, catalog.cluster_area,
+                    parts={"eyes": list(range(catalog.k))})     # every cluster: q selects every channel
+    names = ["skin", "eyes"]
+    swap = part_transfer_figures(G, whole, _square_labeler, [(0, 1), (2, 3)], parts=["eyes"], part_names=names,
+                                 rho=0.0, epsilon=None)["eyes"]
+    assert swap.pairs == 2 and swap.inside_edit == 0.0 and swap.reduction == 1.0
+    assert swap.inside_none > 0 and swap.outside_edit > 0        # the whole reference arrived, outside too
+    assert swap.part_fraction == pytest.approx(8 * 16 / 32 ** 2)
+    none = part_transfer_figures(G, whole, _square_labeler, [(0, 1)], parts=["eyes"], part_names=names,
+                                 strength=0.0)["eyes"]
+    assert none.reduction == 0.0 and none.outside_edit == 0.0
+
+
+def test_part_figures_refuse_bad_requests(setup):
+    from colab_utils.editing import part_transfer_figures
+
+    G, catalog = setup
+    with pytest.raises(ValueError, match="no pairs"):
+        part_transfer_figures(G, catalog, _square_labeler, [], part_names=["skin", "eyes"], parts=["eyes"])
+    with pytest.raises(ValueError, match="knows no part"):
+        part_transfer_figures(G, catalog, _square_labeler, [(0, 1)], part_names=["skin", "eyes"], parts=["mouth"])
+    with pytest.raises(ValueError, match="no pair shows"):
+        part_transfer_figures(G, catalog, lambda x: torch.zeros(x.shape[0], 32, 32, dtype=torch.long), [(0, 1)],
+                              part_names=["skin", "eyes"], parts=["eyes"])
+
+
+def test_threshold_sweep_and_selectivity_tables(setup):
+    from colab_utils.editing.edit import part_contribution
+    from colab_utils.editing.figures import channel_selectivity, sweep_table, threshold_sweep
+
+    G, catalog = setup
+    sweep = threshold_sweep(G, catalog, _square_labeler, [(0, 1)], [0.0, 2.0], parts=["eyes", "brows"],
+                            part_names=["skin", "eyes"])
+    assert list(sweep) == [0.0, 2.0] and list(sweep[0.0]) == ["eyes"]          # brows: not in the catalog
+    assert sweep[2.0]["eyes"].reduction == 0.0                                  # rho above 1 selects nothing
+    assert sweep[0.0]["eyes"].reduction != 0.0
+    table = sweep_table(sweep).splitlines()
+    assert table[0] == "| rho | eyes: fall | eyes: outside |" and table[3].startswith("| 2 | 0% | 0.0 |")
+    lines = channel_selectivity(catalog, ["eyes", "mouth"]).splitlines()
+    assert len(lines) == 2 + len(catalog.layer_names)
+    best = float(part_contribution(catalog.M[0].float(), catalog.parts["eyes"])[0].max())
+    assert lines[2].startswith(f"| {catalog.layer_names[0]} | {catalog.M[0].shape[1]} | {100 * best:.0f}% |")
+    with pytest.raises(ValueError, match="names none"):
+        threshold_sweep(G, catalog, _square_labeler, [(0, 1)], [0.1], parts=["hair"], part_names=["skin", "eyes"])

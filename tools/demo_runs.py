@@ -20,12 +20,15 @@ import torch
 RUNS = Path.home() / ".cache" / "colab_utils_demo"   # outside the repository: checkpoints never reach git
 
 
-def session_parser(description: str, default_run: Path, default_out: Path, out_help: str) -> argparse.ArgumentParser:
-    """The options every demo training script takes: --minutes, --run-dir, --fresh, --out, --threads."""
+def session_parser(description: str, default_run: Path | None, default_out: Path,
+                   out_help: str) -> argparse.ArgumentParser:
+    """The options every demo training script takes: --minutes, --run-dir, --fresh, --out, --threads
+    (``default_run`` None: the script picks the run folder after parsing)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--minutes", type=float, default=90.0, help="wall-clock budget of this session (default 90)")
     parser.add_argument("--run-dir", type=Path, default=default_run,
-                        help=f"checkpoint folder; an existing run there is continued (default {default_run})")
+                        help="checkpoint folder; an existing run there is continued"
+                             + (f" (default {default_run})" if default_run else ""))
     parser.add_argument("--fresh", action="store_true", help="delete the run folder first and train from scratch")
     parser.add_argument("--out", type=Path, default=default_out, help=out_help)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy machine)")

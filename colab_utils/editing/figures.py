@@ -105,6 +105,52 @@ def figures_table(figures: dict[str, PartFigure]) -> str:
     return "\n".join(lines)
 
 
+def threshold_sweep(G, catalog: Catalog, labeler, pairs: Sequence[tuple[Face, Face]], rhos: Sequence[float], *,
+                    epsilon: float | None = None, parts: Iterable[str] = FACIAL_PARTS,
+                    **transfer_options) -> dict[float, dict[str, PartFigure]]:
+    """:func:`part_transfer_figures` at every ``rho`` of ``rhos`` (one ``epsilon`` for all): how far each part
+    moves towards the reference against how much the rest of the face changes, as the query admits channels
+    that put less of their activation inside the part. A generator made for local editing shows a ``rho`` where
+    the part moves by half or more while the outside barely changes; one whose channels each act all over the
+    face moves the part only when the outside moves as much."""
+    wanted = list(parts)
+    parts = [p for p in wanted if p in catalog.parts]
+    if not parts:
+        raise ValueError(f"threshold_sweep: the catalog names none of {wanted} (its parts: {list(catalog.parts)})")
+    return {float(rho): part_transfer_figures(G, catalog, labeler, pairs, parts=parts, rho=float(rho), epsilon=epsilon,
+                                              **transfer_options) for rho in rhos}
+
+
+def sweep_table(sweep: dict[float, dict[str, PartFigure]]) -> str:
+    """A markdown table of :func:`threshold_sweep`: per rho, each part's fall and out-of-part change."""
+    parts = list(next(iter(sweep.values())))
+    lines = ["| rho | " + " | ".join(f"{p}: fall | {p}: outside" for p in parts) + " |",
+             "|---:|" + "---:|---:|" * len(parts)]
+    for rho, figures in sweep.items():
+        cells = " | ".join(f"{100 * figures[p].reduction:.0f}% | {figures[p].outside_edit:.1f}" for p in parts)
+        lines.append(f"| {rho:g} | {cells} |")
+    return "\n".join(lines)
+
+
+def channel_selectivity(catalog: Catalog, parts: Iterable[str] = FACIAL_PARTS) -> str:
+    """A markdown table: for every style layer and part, the largest share of one channel's activation that
+    falls inside the part (the catalog's ``M`` summed over the part's clusters), beside the part's share of the
+    pixels. A local edit needs channels well above the area share (a channel spread evenly over the face puts
+    exactly its area share inside); Collins et al. find such channels in FFHQ's generator."""
+    from .edit import part_contribution
+
+    parts = [p for p in parts if p in catalog.parts]
+    if not parts:
+        raise ValueError(f"channel_selectivity: the catalog names none of the parts (its parts: {list(catalog.parts)})")
+    area = {p: float(catalog.cluster_area[list(catalog.parts[p])].sum()) for p in parts}
+    lines = ["| layer | channels | " + " | ".join(f"{p} (area {100 * area[p]:.1f}%)" for p in parts) + " |",
+             "|---|---:|" + "---:|" * len(parts)]
+    for name, m in zip(catalog.layer_names, catalog.M):
+        best = [float(part_contribution(m.float(), catalog.parts[p])[0].max()) for p in parts]
+        lines.append(f"| {name} | {m.shape[1]} | " + " | ".join(f"{100 * b:.0f}%" for b in best) + " |")
+    return "\n".join(lines)
+
+
 # The settings the shipped generator is measured with (tests/test_editing_assets.py, bench/demo_figures.py).
 DEMO_CATALOG = {"n_samples": 200, "k": 18, "seed": 0, "truncation": 0.7, "layer_resolution": 32}
 DEMO_NAMING = {"n_samples": 32, "seed": 2, "truncation": 0.7}
