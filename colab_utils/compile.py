@@ -24,7 +24,6 @@ import importlib
 import os
 import time
 from collections.abc import Callable
-from typing import Any
 
 import torch
 

@@ -40,8 +40,8 @@ class AdaptiveAugment:
 
     ``aug(images)`` returns augmented images (the input itself when ``p`` is 0). ``update(real_logits)`` is
     called once per discriminator step; every ``interval`` calls it moves ``p`` by
-    ``sign(r_t - target) * images_seen / (speed_kimg * 1000)`` of the interval before, clamped to [0, 1]. With ``target=None``
-    ``p`` stays fixed (plain differentiable augmentation)."""
+    ``sign(r_t - target) * images_seen / (speed_kimg * 1000)`` of the interval before, clamped to [0, 1].
+    With ``target=None`` ``p`` stays fixed (plain differentiable augmentation)."""
 
     def __init__(self, p: float = 0.0, target: float | None = 0.6, *, speed_kimg: float = 500.0,
                  interval: int = 4, seed: int = 0, max_p: float = 1.0):

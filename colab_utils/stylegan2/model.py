@@ -462,8 +462,9 @@ class Generator(nn.Module):
         z = torch.randn(n_latent, self.style_dim, device=self.input.input.device)
         return self.style(z).mean(0, keepdim=True)
 
-    def w_plus(self, styles: Sequence[torch.Tensor], *, inject_index: int | torch.Tensor | None = None, truncation: float = 1.0,
-               truncation_latent: torch.Tensor | None = None, input_is_latent: bool = False) -> torch.Tensor:
+    def w_plus(self, styles: Sequence[torch.Tensor], *, inject_index: int | torch.Tensor | None = None,
+               truncation: float = 1.0, truncation_latent: torch.Tensor | None = None,
+               input_is_latent: bool = False) -> torch.Tensor:
         """One w per modulated layer, [B, n_latent, style_dim].
 
         ``styles``: one or two tensors, z (mapped here) or, with ``input_is_latent``, w [B, style_dim] or W+
