@@ -71,6 +71,21 @@ def test_fixture_outputs_reproduced(fixture_files):
     assert (img - trunc).abs().max() > 0.1 and (img - mix).abs().max() > 0.1
 
 
+def test_fixture_reproduced_by_both_modulated_conv_forms(fixture_files):
+    path, io = fixture_files
+    G = load_rosinality(path, which="g_ema").g_ema
+    assert io["z"].shape[0] > 1
+    with torch.no_grad():
+        for form in ("grouped", "input_scaling"):
+            img, _ = G.set_modconv(form)([io["z"]], randomize_noise=False)
+            assert (img - io["img"]).abs().max().item() < TOL, form
+            one, _ = G([io["z"][:1]], randomize_noise=False)
+            assert (one - io["img"][:1]).abs().max().item() < TOL, form
+        G.set_modconv("auto").use_channels_last()
+        one, _ = G([io["z"][-1:]], randomize_noise=False)   # auto: grouped for one sample, channels_last
+    assert (one - io["img"][-1:]).abs().max().item() < TOL
+
+
 def test_fixture_channels_last_and_autocast(fixture_files):
     path, io = fixture_files
     net = load_rosinality(path, which="all")

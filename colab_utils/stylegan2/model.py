@@ -200,22 +200,49 @@ def mapping_network(style_dim: int, n_mlp: int, lr_mlp: float) -> nn.Sequential:
 # Modulated convolution with weight demodulation (StyleGAN2 Sec. 2.2, Eq. 1-3)
 # ---------------------------------------------------------------------------------------------------------
 
+MODCONV_FORMS = ("auto", "grouped", "input_scaling")
+
+
+def modconv_form(form: str, batch: int) -> str:
+    """The form a modulated convolution of ``batch`` samples runs in: ``form`` itself, or for ``"auto"``
+    ``"grouped"`` when the batch holds one sample and ``"input_scaling"`` otherwise.
+
+    The rule looks at the shape only (no timing at run time, so a compiled graph depends on nothing else).
+    One sample: the grouped form is a single ordinary convolution with that sample's demodulated weights,
+    with no elementwise pass over the activations before or after it (the editing slider's case). Several
+    samples: the input-scaling form runs one convolution with the weight all samples share (cuDNN's best
+    tuned kernels, channels_last without reshapes, one weight gradient), where the grouped form would
+    build a [batch*out, in, k, k] weight and a grouped convolution and its backward (NVlabs'
+    stylegan2-ada-pytorch likewise trains with the non-fused form)."""
+    if form not in MODCONV_FORMS:
+        raise ValueError(f"modulated convolution form must be one of {MODCONV_FORMS}, got {form!r}")
+    if form == "auto":
+        return "grouped" if batch == 1 else "input_scaling"
+    return form
+
+
 class ModulatedConv2d(nn.Module):
     """Convolution whose input channels are scaled by a per-sample style ``s`` (Eq. 1) and whose output
     channels are divided by the resulting weight norm (demodulation, Eq. 3).
 
     ``modulation`` is the affine layer A that turns w into s (bias initialised to 1); ``forward`` takes s
-    itself, so editing code can change style vectors directly. Implemented as scale input by s, convolve
-    with the shared weight, scale output by the demodulation coefficients: the same function as a grouped
-    convolution with per-sample weights (the paper's Fig. 2d), but batch-size independent and channels_last
-    friendly. ``upsample`` is a stride-2 transposed convolution followed by the blur filter.
+    itself, so editing code can change style vectors directly. ``upsample`` is a stride-2 transposed
+    convolution followed by the blur filter.
+
+    Two forms compute the same function (``form``, see :func:`modconv_form`; ``"auto"`` by default):
+    - ``"grouped"``, the paper's Fig. 2d: per-sample weights w' = s * w, demodulated, then one grouped
+      convolution over the batch;
+    - ``"input_scaling"`` (``fused_modconv=False`` in the official code): scale the input by s, convolve
+      with the shared weight, scale the output by the demodulation coefficients.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, style_dim: int,
-                 demodulate: bool = True, upsample: bool = False):
+                 demodulate: bool = True, upsample: bool = False, form: str = "auto"):
         super().__init__()
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
         self.demodulate, self.upsample = demodulate, upsample
+        modconv_form(form, 1)  # an unknown form fails here, not at the first call
+        self.form = form
         if upsample:
             factor = 2
             p = (len(BLUR_KERNEL) - factor) - (kernel_size - 1)
@@ -236,7 +263,36 @@ class ModulatedConv2d(nn.Module):
         energy = weight.square().sum(dim=(2, 3))                 # [out, in]
         return torch.rsqrt((s.square()[:, None, :] * energy[None]).sum(dim=2) + 1e-8)
 
+    def modulated_weight(self, s: torch.Tensor) -> torch.Tensor:
+        """Per-sample weights s * w (Eq. 1), demodulated (Eq. 3): [B, out, in, k, k] in the weights' dtype."""
+        weight = self.weight * self.scale * s.to(self.weight.dtype)[:, None, :, None, None]
+        if self.demodulate:
+            weight = weight * torch.rsqrt(weight.square().sum(dim=(2, 3, 4)) + 1e-8)[:, :, None, None, None]
+        return weight
+
     def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        if modconv_form(self.form, x.shape[0]) == "grouped":
+            out = self._grouped(x, s)
+        else:
+            out = self._input_scaling(x, s)
+        return self.blur(out) if self.upsample else out
+
+    def _grouped(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        fmt = _memory_format(x)
+        weight = self.modulated_weight(s).to(x.dtype)            # [B, out, in, k, k]
+        k = self.kernel_size
+        x = x.reshape(1, b * c, h, w)                            # a view for one sample, else a copy
+        if self.upsample:  # transposed conv weights are [in, out, k, k] per group
+            weight = weight.transpose(1, 2).reshape(b * c, self.out_channels, k, k)
+            out = F.conv_transpose2d(x, weight.contiguous(memory_format=_memory_format(x)), stride=2, padding=0,
+                                     groups=b)
+        else:
+            weight = weight.reshape(b * self.out_channels, c, k, k)
+            out = F.conv2d(x, weight.contiguous(memory_format=_memory_format(x)), padding=self.padding, groups=b)
+        return out.reshape(b, self.out_channels, *out.shape[2:]).contiguous(memory_format=fmt)
+
+    def _input_scaling(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         weight = (self.weight[0] * self.scale).to(x.dtype)       # [out, in, k, k]
         fmt = _memory_format(x)
         x = x * s.to(x.dtype)[:, :, None, None]
@@ -247,13 +303,11 @@ class ModulatedConv2d(nn.Module):
             out = F.conv2d(x, weight.contiguous(memory_format=fmt), padding=self.padding)
         if self.demodulate:
             out = out * self.demodulation(s).to(out.dtype)[:, :, None, None]
-        if self.upsample:
-            out = self.blur(out)
         return out
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, {self.kernel_size}, demodulate={self.demodulate}, "
-                f"upsample={self.upsample}")
+                f"upsample={self.upsample}, form={self.form!r}")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -422,6 +476,16 @@ class Generator(nn.Module):
         weights that the rosinality layout stores. Activations follow the constant input's format instead
         (every convolution matches its weight to its input), so this switch is all that is needed."""
         self.input.memory_format = torch.channels_last if enabled else torch.contiguous_format
+        return self
+
+    def set_modconv(self, form: str = "auto") -> "Generator":
+        """Run every modulated convolution in ``form``: ``"auto"`` (the default: grouped for one sample,
+        input scaling for more, see :func:`modconv_form`), ``"grouped"`` or ``"input_scaling"``. The forms
+        compute the same function; only speed differs."""
+        modconv_form(form, 1)
+        for module in self.modules():
+            if isinstance(module, ModulatedConv2d):
+                module.form = form
         return self
 
     def noise_shapes(self) -> list[tuple[int, int, int, int]]:
