@@ -16,8 +16,9 @@ from colab_utils.data.synthetic import make_face, write_image_folder
 from colab_utils.stylegan2 import generate, load_rosinality
 from colab_utils.stylegan2.__main__ import main as cli
 from colab_utils.stylegan2.augment import AdaptiveAugment
-from colab_utils.stylegan2.train import (SyntheticFaces, TrainConfig, build_nets, ema_beta, load_checkpoint,
-                                         plain_fp32, train, training_images)
+from colab_utils.stylegan2.train import (LoaderItems, SyntheticFaces, TrainConfig, build_nets, ema_beta,
+                                         load_checkpoint, plain_fp32, real_batch, to_unit_range, train,
+                                         training_images)
 
 TINY = dict(size=32, channels=16, style_dim=16, n_mlp=1, batch=8, checkpoint_minutes=None, n_samples=8,
             synthetic_images=64)
@@ -147,6 +148,52 @@ def test_resumed_run_is_bit_exact(faces32, tmp_path):
     _assert_same(a, b)
     assert straight.augment_p == resumed.augment_p
     assert sorted(p.name for p in (tmp_path / "b").glob("ckpt-*.pt")) == ["ckpt-000000002.pt", "ckpt-000000004.pt"]
+
+
+class _FloatItems(torch.utils.data.Dataset):
+    """A user's dataset: float items only."""
+
+    def __init__(self, faces):
+        self.faces = faces
+
+    def __len__(self):
+        return len(self.faces)
+
+    def __getitem__(self, index):
+        return self.faces[index]
+
+
+def test_loader_moves_uint8_pixels_and_real_batch_makes_the_same_floats_and_flips(faces32):
+    items = LoaderItems(faces32)
+    assert len(items) == len(faces32) and items[3].dtype == torch.uint8
+    assert torch.equal(to_unit_range(items[3]), faces32[3])
+    assert LoaderItems(_FloatItems(faces32))[3].dtype == torch.float32   # no uint8_item: float items
+    config = TrainConfig(**TINY, mirror=True)
+    nets = build_nets(config, "cpu")
+    pixels = torch.stack([items[i] for i in range(8)])
+    floats = torch.stack([faces32[i] for i in range(8)])
+    torch.manual_seed(5)
+    from_pixels = real_batch(pixels, nets, config)
+    torch.manual_seed(5)
+    from_floats = real_batch(floats, nets, config)
+    assert from_pixels.dtype == torch.float32 and torch.equal(from_pixels, from_floats)
+    flipped = (from_pixels != floats).flatten(1).any(1)
+    assert 0 < int(flipped.sum()) < 8
+    assert torch.equal(from_pixels[flipped], floats[flipped].flip(3))
+    assert torch.equal(from_pixels[~flipped], floats[~flipped])
+
+
+def test_the_training_loop_reads_uint8_batches(faces32, tmp_path, monkeypatch):
+    seen = []
+
+    def spy(batch, nets, config):
+        seen.append(batch.dtype)
+        return real_batch(batch, nets, config)
+
+    monkeypatch.setattr(sys.modules["colab_utils.stylegan2.train"], "real_batch", spy)
+    config = TrainConfig(**TINY, steps=1, augment=False, sample_every=100, log_every=1)
+    train(config, faces32, tmp_path / "run", progress=False, verbose=False)
+    assert seen == [torch.uint8]
 
 
 def test_the_log_says_when_minibatch_stddev_groups_differ_from_the_official_code(faces32, tmp_path, capsys):

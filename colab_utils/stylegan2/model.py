@@ -417,7 +417,7 @@ def mixing_latents(batch: int, style_dim: int, prob: float, n_latent: int,
         styles = [torch.randn(batch, style_dim, generator=generator, device=gen_device)]
         inject = None
     if device is not None:
-        styles = [s.to(device) for s in styles]
+        styles = [s.to(device, non_blocking=True) for s in styles]   # a blocking copy waits for the device
     return MixingLatents(styles, inject)
 
 

@@ -193,7 +193,32 @@ class SyntheticFaces(torch.utils.data.Dataset):
         return self.pixels.shape[0]
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return self.pixels[index].float() / 127.5 - 1.0
+        return to_unit_range(self.pixels[index])
+
+    def uint8_item(self, index: int) -> torch.Tensor:
+        """Item ``index`` as its uint8 pixels [3, size, size] (what the training loader moves)."""
+        return self.pixels[index]
+
+
+def to_unit_range(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels as floats in [-1, 1], on their device."""
+    return pixels.float() / 127.5 - 1.0
+
+
+class LoaderItems(torch.utils.data.Dataset):
+    """What the training loader reads from ``dataset``: its uint8 pixels where it can hand them (a
+    ``uint8_item(index)`` method, as :class:`SyntheticFaces` has), else its float items. uint8 batches are a
+    quarter of the bytes to pin and copy; :func:`real_batch` turns them into floats on the device."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset):
+        self.dataset = dataset
+        self.read = getattr(dataset, "uint8_item", dataset.__getitem__)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.read(index)
 
 
 def training_images(data: Any, size: int, *, min_images: int, synthetic_images: int = 2000,
@@ -221,7 +246,8 @@ def _flip(images: torch.Tensor, dist: distributed.Dist = distributed.Dist()) -> 
     """Mirror a random half of the batch (global torch RNG: saved and restored with every checkpoint). With
     several ranks the coins are tossed for the global batch and each rank keeps its rows."""
     flip = distributed.rank_share(torch.rand(images.shape[0] * dist.world_size), dist) < 0.5
-    return torch.where(flip.to(images.device).view(-1, 1, 1, 1), images.flip(3), images)
+    flip = flip.to(images.device, non_blocking=True)   # a blocking copy would wait for the device's queue
+    return torch.where(flip.view(-1, 1, 1, 1), images.flip(3), images)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -423,7 +449,7 @@ def _latents(nets: Nets, config: TrainConfig, batch: int) -> dict:
         # compiler specialises on two arguments being one tensor)
         if inject is None:
             styles, inject = [styles[0], styles[0].clone()], nets.G.n_latent
-        inject = torch.tensor(inject, device=nets.device)
+        inject = torch.tensor(inject).to(nets.device, non_blocking=True)
     if not nets.dist.enabled:
         return {"styles": styles, "inject_index": inject}
     share = lambda t: distributed.rank_share(t, nets.dist)  # noqa: E731
@@ -486,10 +512,15 @@ def path_length_step(nets: Nets, config: TrainConfig) -> torch.Tensor:
 
 
 def real_batch(batch: torch.Tensor, nets: Nets, config: TrainConfig) -> torch.Tensor:
-    """A loader batch as D's input: randomly mirrored, on the device, in the networks' memory format."""
+    """A loader batch as D's input: copied to the device without waiting (from pinned memory on CUDA: the
+    loader pins), uint8 pixels (:class:`LoaderItems`) turned into [-1, 1] floats there, randomly mirrored
+    there, in the networks' memory format. The mirror's coins come from the global CPU generator, so a
+    resumed run flips the same images."""
+    batch = batch.to(nets.device, non_blocking=True)
+    if batch.dtype == torch.uint8:
+        batch = to_unit_range(batch)
     if config.mirror:
         batch = _flip(batch, nets.dist)
-    batch = batch.to(nets.device, non_blocking=True)
     return batch.contiguous(memory_format=torch.channels_last) if nets.channels_last else batch
 
 
@@ -689,8 +720,8 @@ def train(config: TrainConfig, data: Any = "synthetic", run_dir: str | os.PathLi
             sheets.grid(0, nets.ema.module)
         elif dist.is_main:
             sheets.fetch_earlier()
-        batches = infinite_batches(dataset, sampler, per_rank, workers, pin_memory=device.type == "cuda",
-                                   share=(dist.rank, dist.world_size))
+        batches = infinite_batches(LoaderItems(dataset), sampler, per_rank, workers,
+                                   pin_memory=device.type == "cuda", share=(dist.rank, dist.world_size))
         stopped, step = None, start
         latest = dict(info["extra"].get("latest", {})) if info else {}  # newest value of every loss, lazy ones too
         history = MetricHistory.from_state(info["extra"].get("metrics") if info else None)
