@@ -38,6 +38,18 @@ class _Wrapped:
         self.file.close()
 
 
+def wrap_drive_writes(monkeypatch, on_write, folder: Path | None = None) -> None:
+    """Send every write bound for Drive (under ``folder``, or anywhere when None) through
+    ``on_write(file, data)``, which writes what it likes to the real file and returns the count."""
+    real = drive._open_target
+
+    def open_target(path):
+        f = real(path)
+        return _Wrapped(f, on_write) if folder is None or _under(path, folder) else f
+
+    monkeypatch.setattr(drive, "_open_target", open_target)
+
+
 class FaultyDrive:
     """Writes under ``folder`` fail with OSError(``code``) once ``after_bytes`` bytes in all have been written
     there (the write that crosses the limit lands partly, as on a real full disk); ``heal()`` ends the fault."""
@@ -50,13 +62,7 @@ class FaultyDrive:
         self._lock = threading.Lock()
 
     def install(self, monkeypatch) -> "FaultyDrive":
-        real = drive._open_target
-
-        def open_target(path):
-            f = real(path)
-            return _Wrapped(f, self._write) if _under(path, self.folder) else f
-
-        monkeypatch.setattr(drive, "_open_target", open_target)
+        wrap_drive_writes(monkeypatch, self._write, self.folder)
         return self
 
     def heal(self) -> None:
@@ -133,13 +139,7 @@ class BlockedDrive:
         self.released = threading.Event()
 
     def install(self, monkeypatch) -> "BlockedDrive":
-        real = drive._open_target
-
-        def open_target(path):
-            f = real(path)
-            return _Wrapped(f, self._write) if _under(path, self.folder) else f
-
-        monkeypatch.setattr(drive, "_open_target", open_target)
+        wrap_drive_writes(monkeypatch, self._write, self.folder)
         return self
 
     def _write(self, file, data) -> int:

@@ -26,6 +26,7 @@ from colab_utils import drive as drive_io
 from colab_utils.checkpoint import (CheckpointCorruptError, CheckpointManager, CheckpointMismatchError,
                                     CheckpointSaveError, CheckpointWarning, ResumableSampler,
                                     UnsafeCheckpointError, infinite_batches, plain, safe_load, sha256_file)
+from tests.helpers_drive import wrap_drive_writes
 
 HELPER = Path(__file__).with_name("helpers_train.py")
 
@@ -433,25 +434,12 @@ def test_drive_copy_runs_in_background_and_lands_verified(tmp_path, monkeypatch)
 
 
 def test_drive_copy_with_wrong_bytes_is_rejected_and_local_kept(tmp_path, monkeypatch):
-    class Corrupting:  # flips one byte of what is written: Drive stored something else
-        def __init__(self, path):
-            self.file = open(path, "wb")
+    def corrupting(file, data):  # flips one byte of what is written: Drive stored something else
+        data = bytearray(data)
+        data[-10] ^= 0xFF
+        return file.write(data)
 
-        def write(self, data):
-            data = bytearray(data)
-            data[-10] ^= 0xFF
-            return self.file.write(data)
-
-        def __getattr__(self, name):
-            return getattr(self.file, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.file.close()
-
-    monkeypatch.setattr(drive_io, "_open_target", Corrupting)
+    wrap_drive_writes(monkeypatch, corrupting)
     local, drive_dir = tmp_path / "local", tmp_path / "drive"
     mgr = manager(local, drive_dir=drive_dir)
     with pytest.warns(drive_io.DriveWarning, match="sha256"):

@@ -20,7 +20,7 @@ from colab_utils import drive, viz
 from colab_utils.checkpoint import CheckpointManager, CheckpointWarning, sha256_file
 from colab_utils.drive import DriveUnavailableError, DriveWarning, DriveWriter
 
-from tests.helpers_drive import BlockedDrive, FakeMount, FaultyDrive, join_copy_threads
+from tests.helpers_drive import BlockedDrive, FakeMount, FaultyDrive, join_copy_threads, wrap_drive_writes
 
 
 def files(folder: Path) -> dict[str, bytes]:
@@ -232,27 +232,13 @@ def test_a_slow_copy_is_not_called_hung(tmp_path, monkeypatch):
     local, remote = tmp_path / "local", tmp_path / "drive"
     (source,) = make_files(local, 1, size=400_000)
     monkeypatch.setattr(drive, "CHUNK", 4096)
-    real = drive._open_target
     gate = threading.Event()
 
-    class Slow:
-        def __init__(self, path):
-            self.file = real(path)
+    def slow(file, data):
+        gate.wait(0.01)  # a trickle: one small chunk every 10 ms
+        return file.write(data)
 
-        def write(self, data):
-            gate.wait(0.01)  # a trickle: one small chunk every 10 ms
-            return self.file.write(data)
-
-        def __getattr__(self, name):
-            return getattr(self.file, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.file.close()
-
-    monkeypatch.setattr(drive, "_open_target", Slow)
+    wrap_drive_writes(monkeypatch, slow)
     writer = DriveWriter(stall_s=30.0, verbose=False)
     writer.put(source, remote / source.name, kind="export")
     until(lambda: writer._current is not None and writer._current.done_bytes > 0)
