@@ -124,6 +124,17 @@ def test_dataset_values_map_uint8_to_unit_range(tmp_path):
     assert torch.allclose(x[:, 0, 0], torch.tensor([-1.0, 1.0, 51 / 127.5 - 1]))
 
 
+@pytest.mark.parametrize("cache", [False, True])
+def test_dataset_hands_uint8_pixels_to_the_training_loader(tmp_path, cache):
+    from colab_utils.stylegan2.train import LoaderItems, to_unit_range
+
+    Image.new("RGB", (8, 8), (0, 255, 51)).save(tmp_path / "x.png")
+    ds = ImageFolderDataset(tmp_path, 8, cache=cache)
+    pixels = LoaderItems(ds)[0]                      # what StyleGAN2's loader reads: uint8, floats on the device
+    assert pixels.dtype == torch.uint8 and pixels[:, 0, 0].tolist() == [0, 255, 51]
+    assert torch.equal(to_unit_range(pixels), ds[0])
+
+
 def test_dataset_cache_equals_uncached(tmp_path):
     root = write_image_folder(tmp_path / "faces", 4, size=64, seed=2)
     plain = ImageFolderDataset(root, 32)

@@ -215,9 +215,13 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
+    def uint8_item(self, index: int) -> torch.Tensor:
+        """Image ``index`` as uint8 pixels [3, size, size]: what a GPU training loader pins and moves (a quarter
+        of the bytes of floats), turning them into floats on the device."""
+        return self._cache[index] if self._cache is not None else _read(self.paths[index], self.size)
+
     def __getitem__(self, index: int) -> torch.Tensor:
-        pixels = self._cache[index] if self._cache is not None else _read(self.paths[index], self.size)
-        return _to_unit_range(pixels)
+        return _to_unit_range(self.uint8_item(index))
 
 
 class DomainFolderDataset(torch.utils.data.Dataset):
