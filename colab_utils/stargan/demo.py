@@ -2,8 +2,9 @@
 
 ``assets/stargan_v2_demo_32_nets_ema.ckpt`` is a StarGAN v2 trained by ``tools/train_stargan_demo.py`` with the
 project's own trainer on two domains of synthetic faces (:mod:`colab_utils.data.synthetic`, ``"portrait"``
-preset): ``fair_blond`` (fair skin, blond hair) and ``dark_brunette`` (dark skin, dark hair), whose backgrounds
-are drawn alike. It is stored in the official release's layout and loaded through
+preset): ``fair_blond`` (fair skin, blond hair) and ``dark_brunette`` (dark skin, dark hair), every face in
+front of the same studio backdrop (``background="studio"``), so that the style code has no background to carry
+and a translation keeps the source's. It is stored in the official release's layout and loaded through
 :func:`colab_utils.stargan.formats.load_official`, the loader of the official checkpoints, so notebooks 04 and 05
 show a working translation offline and exercise that loader.
 
@@ -36,6 +37,7 @@ from .synthesize import translate
 DEMO_ASSET = "stargan_v2_demo_32_nets_ema.ckpt"
 DEMO_DOMAINS: tuple[str, ...] = tuple(sorted(STYLES))   # domain index -> name: the training folders, sorted
 DEMO_PRESET = "portrait"
+DEMO_BACKGROUND = "studio"    # the demo's training faces all stand before one backdrop (see train_stargan_demo.py)
 DEMO_NOTE = ("the demo StarGAN v2 is a small model (32 px) trained on synthetic faces by "
              "tools/train_stargan_demo.py, to show the pipeline working offline; it knows nothing of photos")
 REPOSITORY_ASSETS = Path(__file__).resolve().parents[2] / "assets"
@@ -74,7 +76,7 @@ def demo_faces(n: int, domain: int, size: int, *, seed: int = 0) -> tuple[torch.
     images, labels = [], []
     for i in range(n):
         image, label = make_face(10_000_000 + 1000 * seed + 97 * domain + i, size, DEMO_DOMAINS[domain],
-                                 preset=DEMO_PRESET)
+                                 preset=DEMO_PRESET, background=DEMO_BACKGROUND)
         images.append(image)
         labels.append(label)
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0

@@ -56,7 +56,8 @@ print("checkpoints:", RUN_DIR, "| Drive copy:", DRIVE_DIR, "| pictures:", OUT)
     ("md", """## Data
 One folder per domain: `train/<domain>/` (and optionally `val/<domain>/` for the sample grids). A zip on Drive is
 copied to local disk and unpacked once. Every domain is sampled equally often however many images it has;
-unreadable files are skipped and named. The default draws two domains of synthetic faces."""),
+unreadable files are skipped and named. The default draws two domains of synthetic faces (dark skin and hair, fair
+skin and blond hair) in front of one studio backdrop, so that a translation has no background to change."""),
     ("code", '''
 from colab_utils import viz
 from colab_utils.data.synthetic import write_domain_folders
@@ -65,7 +66,7 @@ from colab_utils.stargan.data import domain_counts, fixed_examples, load_domains
 if DATA == "synthetic":
     DATA = write_domain_folders(Path("/content/data" if runtime.in_colab() else runtime.output_dir()) / "synthetic_domains",
                                 n_train=16 if SMOKE else 2000, n_val=4 if SMOKE else 50, size=IMG_SIZE, seed=0,
-                                preset="portrait")
+                                preset="portrait", background="studio")
 train_set = load_domains(DATA, IMG_SIZE)
 print(train_set.root, domain_counts(train_set))
 examples, labels = fixed_examples(train_set, 4)

@@ -20,7 +20,7 @@ CELLS = [
 # Parameters. SMOKE is a tiny CPU configuration (CI and the README's main command set COLAB_UTILS_SMOKE=1).
 from colab_utils.runtime import smoke_mode
 SMOKE = smoke_mode()
-from colab_utils.stargan.demo import demo_model_path
+from colab_utils.stargan.demo import DEMO_BACKGROUND, DEMO_PRESET, demo_model_path
 DEMO = SMOKE and demo_model_path() is not None   # smoke runs: the small StarGAN v2 shipped in assets/ (see below)
 CLIP = ""              # a video on Drive, e.g. "/content/drive/MyDrive/clips/me.mp4"; empty: see UPLOAD
 UPLOAD = False         # in Colab, pick a clip from your computer; otherwise the synthetic talking face is used
@@ -58,7 +58,7 @@ elif UPLOAD and runtime.in_colab():
     clip = Path(next(iter(files.upload())))
 elif DEMO:   # a close-up of a dark-haired face, like the demo model's training images: it turns fair and blond
     clip = make_synthetic_video(OUT / "talking_face.mp4", seconds=SYNTHETIC_SECONDS, fps=15, size=128,
-                                style="dark_brunette", preset="portrait")
+                                style="dark_brunette", preset=DEMO_PRESET, background=DEMO_BACKGROUND)
 else:
     # the smoke clip is nearly square: without MediaPipe or any face detector its frames count as face crops
     clip = make_synthetic_video(OUT / "talking_face.mp4", seconds=SYNTHETIC_SECONDS, fps=15 if SMOKE else 25,
