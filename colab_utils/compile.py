@@ -96,7 +96,8 @@ class Compiler:
     """Makes compiled callables of networks when ``enabled``, and adds up the time spent compiling.
 
     ``compiler(module)`` returns ``torch.compile(module, dynamic=False, mode=mode, backend=backend)``, or
-    ``module`` itself when disabled. A trainer runs each step inside ``with compiler.timed():``; a step in
+    ``module`` itself when disabled; ``compiler.cached(module)`` makes that callable once per module (or per
+    ``key``) and hands the same one back on every later call, as the trainers' passes want. A trainer runs each step inside ``with compiler.timed():``; a step in
     which new graphs were compiled (forward and, lazily, backward) counts as compile time. ``report()`` is the
     log line about what was compiled since the last report."""
 
@@ -108,6 +109,7 @@ class Compiler:
         self.graphs = 0
         self.cache_dir: str | None = None
         self._reported = (0, 0.0)
+        self._cache: dict[int, tuple[object, Callable]] = {}   # id(key) -> (key, compiled): the key held alive
         if self.enabled:
             reason = unavailable_reason()
             if reason is not None:
@@ -125,6 +127,18 @@ class Compiler:
         if not self.enabled:
             return fn
         return torch.compile(fn, dynamic=False, mode=self.mode, backend=self.backend)
+
+    def cached(self, fn: Callable, key: object | None = None) -> Callable:
+        """``self(fn)``, made on the first call for ``key`` (default: ``fn`` itself, e.g. a module or its DDP
+        wrapper) and returned unchanged after; ``fn`` itself when disabled. Pass ``key`` for a callable that is
+        a new object at every access (a bound method): the object it belongs to."""
+        if not self.enabled:
+            return fn
+        key = fn if key is None else key
+        entry = self._cache.get(id(key))
+        if entry is None or entry[0] is not key:
+            entry = self._cache[id(key)] = (key, self(fn))
+        return entry[1]
 
     @contextlib.contextmanager
     def timed(self):

@@ -69,6 +69,20 @@ def test_compile_setting_auto_is_on_for_cuda_only_and_bad_values_are_named():
     assert "compile" not in TrainConfig().identity() and "compile" not in StarConfig().recipe()
 
 
+@needs_compile
+def test_cached_compiles_once_per_module_and_passes_through_when_off(aot_eager):
+    net, other, owner = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    off = fastpath.Compiler(False)
+    assert off.cached(net) is net
+    on = fastpath.Compiler(True)
+    first = on.cached(net)
+    assert first is not net and on.cached(net) is first and on.cached(other) is not first
+    method = on.cached(owner.forward, key=owner)           # a bound method: a new object at every access
+    assert method is not first and on.cached(owner.forward, key=owner) is method
+    x = torch.randn(3, 2)
+    assert torch.equal(first(x), net(x))
+
+
 def test_inductor_cache_goes_to_drive_in_colab_only(tmp_path, monkeypatch):
     assert runtime.compile_cache_dir(drive_path=str(tmp_path)) is None          # not Colab here
     monkeypatch.setattr(runtime, "in_colab", lambda: True)
@@ -93,11 +107,11 @@ def _stylegan2_steps(compile_setting: str, steps: int = 5):
     torch.manual_seed(0)
     nets = build_nets(config, "cpu")
     real = torch.rand(config.batch, 3, 32, 32) * 2 - 1
-    losses, graphs = [], []
+    losses, graphs, before = [], [], _graphs()    # graphs compiled by these steps (dynamo counts per process)
     for step in range(1, steps + 1):
         torch.manual_seed(100 + step)
         losses.append({k: v.item() for k, v in training_step(nets, config, real, step).items()})
-        graphs.append(_graphs())
+        graphs.append(_graphs() - before)
     return nets, losses, graphs
 
 
@@ -150,7 +164,7 @@ def test_stargan_compiled_step_equals_eager(aot_eager, tmp_path):
 
     faces = write_domain_folders(tmp_path / "faces", n_train=8, n_val=2, size=32, seed=0)
     batch = _star_batch(faces)
-    results = {}
+    results, before = {}, _graphs()
     for setting in ("off", "on"):
         torch.manual_seed(0)
         state = build_state(StarConfig(**{**STAR_TINY, "w_hpf": 1.0}, compile=setting), 2, "cpu", fan=_MaskFAN())
@@ -159,7 +173,7 @@ def test_stargan_compiled_step_equals_eager(aot_eager, tmp_path):
         grads = {name: [p.grad for p in state.nets[name].parameters()] for name in NETS}   # the next
         # iteration's zero_grad(set_to_none=True) leaves these tensors alone
         losses.append(train_step(state, batch, lambda_ds=1.0))
-        results[setting] = state, [{k: v.item() for k, v in s.items()} for s in losses], grads, _graphs()
+        results[setting] = state, [{k: v.item() for k, v in s.items()} for s in losses], grads, _graphs() - before
     (eager, eager_losses, eager_grads, _), (fast, fast_losses, fast_grads, graphs) = results["off"], results["on"]
     assert fast.compiler.enabled and graphs > 0 and fast.fast(fast.nets.fan) is not fast.nets.fan
     assert eager.fast(eager.nets.fan) is eager.nets.fan

@@ -190,19 +190,15 @@ class TrainState:
     precision_g: Precision
     memory_format: torch.memory_format
     compiler: Compiler = field(default_factory=lambda: Compiler(False))
-    _fast: dict = field(default_factory=dict, repr=False)
 
     def fast(self, module: nn.Module | None):
         """The compiled callable of ``module`` (a network or its DDP wrapper), made once; ``module`` itself
         when compile is off. For the FAN: an object whose ``get_heatmap`` (all that the masks use) is compiled."""
         if module is None or not self.compiler.enabled:
             return module
-        if id(module) not in self._fast:
-            if module is self.nets.fan:
-                self._fast[id(module)] = types.SimpleNamespace(get_heatmap=self.compiler(module.get_heatmap))
-            else:
-                self._fast[id(module)] = self.compiler(module)
-        return self._fast[id(module)]
+        if module is self.nets.fan:
+            return types.SimpleNamespace(get_heatmap=self.compiler.cached(module.get_heatmap, key=module))
+        return self.compiler.cached(module)
 
     def checkpoint_objects(self) -> dict:
         objects = {name: self.nets[name] for name in TRAINED}

@@ -339,29 +339,23 @@ class Nets:
     dist: distributed.Dist = field(default_factory=distributed.Dist)
     G_train: torch.nn.Module | None = None   # the DDP wrappers the trained passes go through (see wrap())
     D_train: torch.nn.Module | None = None
-    compiler: Compiler | None = None          # torch.compile of the main passes (None or disabled: eager)
-    _fast: dict = field(default_factory=dict, repr=False)
+    compiler: Compiler = field(default_factory=lambda: Compiler(False))   # torch.compile of the main passes
 
     def wrap(self, dist: distributed.Dist) -> None:
         """Train through DistributedDataParallel wrappers of G and D (after a restore: DDP broadcasts rank 0's
         weights); the plain modules stay for the EMA, samples, checkpoints and the untrained side of a pass."""
         self.dist = dist
         self.G_train, self.D_train = distributed.wrap(self.G, dist), distributed.wrap(self.D, dist)
-        self._fast.clear()
 
     @property
     def compiled(self) -> bool:
-        return self.compiler is not None and self.compiler.enabled
+        return self.compiler.enabled
 
     def fast(self, module: torch.nn.Module):
         """The compiled callable of ``module`` (G, D or their DDP wrappers) for the main D and G passes, made
         once; ``module`` itself when compile is off. The lazy regularisers call the modules directly (see
         :mod:`colab_utils.compile`)."""
-        if not self.compiled:
-            return module
-        if id(module) not in self._fast:
-            self._fast[id(module)] = self.compiler(module)
-        return self._fast[id(module)]
+        return self.compiler.cached(module)
 
     def objects(self) -> dict:
         objects = {"g": self.G, "d": self.D, "g_ema": self.ema, "g_optim": self.g_optim, "d_optim": self.d_optim,
