@@ -264,3 +264,63 @@ def test_domain_folders_with_a_studio_background(tmp_path):
     assert len(corners) == 8
     # the same grey-blue backdrop in every image of both domains (its corner shaded darker than the top's centre)
     assert np.ptp(corners.astype(int), axis=0).max() < 30 and (corners[:, 2] > corners[:, 0] + 10).all(), corners
+
+
+# ----------------------------------------------------------------------------------------------- faces from numbers
+
+def test_uniforms_stand_in_for_the_random_generator():
+    """The same numbers a seeded numpy Generator would hand the sampler give the same face."""
+    from colab_utils.data.synthetic import UNIFORMS_PER_FACE, _UniformStream, _sample_portrait, \
+        face_params_from_uniforms
+
+    values = np.random.default_rng(5).uniform(size=UNIFORMS_PER_FACE)
+    stream = _UniformStream(values)
+    direct = _sample_portrait(0, None, stream)
+    assert 80 <= stream.used <= UNIFORMS_PER_FACE
+    assert face_params_from_uniforms(values) == direct
+    assert face_params_from_uniforms(values * 0.999) != direct          # the numbers matter...
+    low, high = face_params_from_uniforms(np.zeros(UNIFORMS_PER_FACE)), face_params_from_uniforms(
+        np.ones(UNIFORMS_PER_FACE))
+    assert low.eye_w < high.eye_w and low.hair_cut == "short" and high.hair_cut == "long"   # ...and reach both ends
+    for bad in (np.full(UNIFORMS_PER_FACE, 1.5), np.full(UNIFORMS_PER_FACE, -0.1)):
+        with pytest.raises(ValueError, match=r"\[0, 1\]"):
+            face_params_from_uniforms(bad)
+    with pytest.raises(ValueError, match="needs more"):
+        face_params_from_uniforms(values[:40])
+
+
+def test_mixing_a_part_changes_that_part_only():
+    from colab_utils.data.synthetic import PART_FIELDS, mix_face_params, render_face
+
+    a, b = (sample_face_params(s, preset="portrait") for s in (3, 4))
+    assert mix_face_params(a, b, []) == a
+    image_a, labels_a = render_face(a, 64)
+    image_b, labels_b = render_face(b, 64)
+    for part, fields in PART_FIELDS.items():
+        mixed = mix_face_params(a, b, part)
+        assert all(getattr(mixed, f) == getattr(b, f) for f in fields), part
+        assert mixed.head_w == a.head_w and mixed.light_x == a.light_x
+        image, labels = render_face(mixed, 64)
+        index = PARTS.index(part)
+        region = (labels == index) | (labels_a == index) | (labels_b == index)
+        if part in ("nose", "mouth"):               # the others move outlines of their neighbours
+            grown = region.copy()
+            for dy in (-2, -1, 0, 1, 2):            # 2 px of slack for anti-aliasing and the nose's shadow
+                for dx in (-2, -1, 0, 1, 2):
+                    grown |= np.roll(region, (dy, dx), axis=(0, 1))
+            assert np.abs(image.astype(int) - image_a.astype(int))[~grown].max() <= 2, part
+        # inside the part, the mix is the reference's part, not the target's
+        assert np.abs(image.astype(int) - image_b.astype(int))[region].mean() < \
+            np.abs(image_a.astype(int) - image_b.astype(int))[region].mean(), part
+    everything = mix_face_params(a, b, list(PART_FIELDS))           # every part, but the target's head shape
+    assert everything == dataclasses.replace(b, seed=a.seed, head_x=a.head_x, head_y=a.head_y, head_w=a.head_w,
+                                             head_h=a.head_h, jaw=a.jaw, ear_w=a.ear_w, ear_h=a.ear_h,
+                                             neck_w=a.neck_w, light_x=a.light_x, light_y=a.light_y, zoom=a.zoom,
+                                             style=a.style, brow_gap=everything.brow_gap,
+                                             hairline=everything.hairline)
+    # the brows keep their own gap above the eyes they end up over
+    eyes_only = mix_face_params(a, b, "eyes")
+    assert eyes_only.brow_gap - eyes_only.eye_h - eyes_only.brow_thick / 2 == pytest.approx(
+        a.brow_gap - a.eye_h - a.brow_thick / 2)
+    with pytest.raises(ValueError, match="unknown parts"):
+        mix_face_params(a, b, "ears")

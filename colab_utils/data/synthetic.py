@@ -293,6 +293,83 @@ def _sample_portrait(seed: int, style: str | None, rng: np.random.Generator) -> 
     )
 
 
+# ----------------------------------------------------------------------------------------------- faces from numbers
+
+# Which fields of FaceParams draw which part (the rest, head shape, framing and light, belong to no part).
+PART_FIELDS: dict[str, tuple[str, ...]] = {
+    "background": ("bg_top", "bg_bottom", "bg_angle", "shirt"),
+    "hair": ("hair_cut", "hair", "hair_volume", "hairline", "temple", "part_slope", "hair_length", "strands"),
+    "skin": ("skin", "blush"),
+    "brows": ("brow_w", "brow_thick", "brow_arch", "brow_tilt", "brow_color"),
+    "eyes": ("eye_y", "eye_dx", "eye_w", "eye_h", "eye_tilt", "iris", "iris_r", "gaze_x", "gaze_y"),
+    "nose": ("nose_y", "nose_w", "nose_h", "nose_shade"),
+    "mouth": ("mouth_y", "mouth_w", "lip_top", "lip_bottom", "smile", "lips", "mouth_gap"),
+}
+# The samplers draw at most this many numbers per face (the portrait preset about 86).
+UNIFORMS_PER_FACE = 96
+
+
+class _UniformStream:
+    """Stands in for numpy's Generator in the samplers: hands out given numbers in [0, 1) in order, so a face
+    becomes a function of a vector (a latent code) instead of a seed."""
+
+    def __init__(self, values):
+        self.values = np.asarray(values, np.float64).ravel()
+        if self.values.size and not (np.all(self.values >= 0) and np.all(self.values <= 1)):
+            raise ValueError("face_params_from_uniforms: every number must lie in [0, 1]")
+        self.used = 0
+
+    def _take(self, n: int) -> np.ndarray:
+        if self.used + n > self.values.size:
+            raise ValueError(f"face_params_from_uniforms: the sampler needs more than the {self.values.size} "
+                             f"numbers given (pass {UNIFORMS_PER_FACE})")
+        out = self.values[self.used:self.used + n]
+        self.used += n
+        return out
+
+    def uniform(self, low: float = 0.0, high: float = 1.0, size=None):
+        u = self._take(1 if size is None else int(np.prod(size)))
+        v = low + (high - low) * u
+        return float(v[0]) if size is None else v.reshape(size)
+
+    def integers(self, low: int, high: int | None = None, size=None):
+        low, high = (0, low) if high is None else (low, high)
+        u = self._take(1 if size is None else int(np.prod(size)))
+        v = low + np.minimum(np.floor(u * (high - low)), high - low - 1).astype(np.int64)
+        return int(v[0]) if size is None else v.reshape(size)
+
+
+def face_params_from_uniforms(uniforms, *, preset: str = "portrait", style: str | None = None) -> FaceParams:
+    """The face :func:`sample_face_params` would draw if its random numbers were ``uniforms`` (values in
+    [0, 1], taken in order; :data:`UNIFORMS_PER_FACE` always suffice). Nearby vectors give similar faces,
+    except where a number picks one of several choices (a palette colour, a hair cut)."""
+    rng = _UniformStream(uniforms)
+    style = _check_style(style)
+    sampler = _sample_portrait if _check_preset(preset) == "portrait" else _sample_classic
+    return sampler(0, style, rng)
+
+
+def mix_face_params(target: FaceParams, reference: FaceParams, parts) -> FaceParams:
+    """``target`` wearing the ``parts`` (names from :data:`PART_FIELDS`, or one name) of ``reference``: the
+    ground truth of a part transfer. The brows keep their own gap above whichever eyes the face ends up with,
+    and the hairline stays above the brows, as :func:`sample_face_params` draws them."""
+    parts = [parts] if isinstance(parts, str) else list(parts)
+    unknown = [p for p in parts if p not in PART_FIELDS]
+    if unknown:
+        raise ValueError(f"mix_face_params: unknown parts {unknown}; parts are {list(PART_FIELDS)}")
+
+    def brow_space(p: FaceParams) -> float:
+        return p.brow_gap - p.eye_h - p.brow_thick / 2
+
+    fields = {f: getattr(reference, f) for part in parts for f in PART_FIELDS[part]}
+    mixed = replace(target, **fields)
+    brow_source = reference if "brows" in parts else target
+    gap = mixed.eye_h + mixed.brow_thick / 2 + brow_space(brow_source)
+    k = mixed.head_h / 0.5
+    hairline = min(mixed.hairline, mixed.eye_y - gap - mixed.brow_thick - 0.05 * k)
+    return replace(mixed, brow_gap=gap, hairline=hairline)
+
+
 # ----------------------------------------------------------------------------------------------- shapes
 
 def _ellipse(u, v, cx, cy, a, b, angle: float = 0.0):
