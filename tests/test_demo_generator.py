@@ -13,7 +13,7 @@ import torch
 from colab_utils.data.synthetic import PARTS, UNIFORMS_PER_FACE, face_params_from_uniforms
 from colab_utils.editing.demo_generator import (GLOBAL, DemoGeneratorConfig, PartSwapBatches, build_generator,
                                                 channel_groups, comparison_sheet, input_resolution, latent_face,
-                                                latent_uniforms, locality_penalty, part_swap_losses, swap_styles,
+                                                latent_uniforms, learning_rate, weighted_l1, locality_penalty, part_swap_losses, swap_styles,
                                                 train_demo_generator)
 
 TINY = DemoGeneratorConfig(size=32, channels={4: 16, 8: 16, 16: 16, 32: 16}, style_dim=96, n_mlp=2, batch=2,
@@ -80,6 +80,17 @@ def test_locality_is_the_share_of_block_energy_off_the_part():
     assert 5 / 7 - 1e-5 <= value < 6 / 7
 
 
+def test_l1_weighs_the_small_parts_up():
+    real = torch.zeros(1, 3, 32, 32)
+    fake = real.clone()
+    fake[..., 31] = 1.0                                     # wrong in the last column only, off the eyes
+    labels = torch.full((1, 32, 32), PARTS.index("skin"))
+    assert float(weighted_l1(fake, real, labels, 8.0)) == pytest.approx(1 / 32)    # no small part: plain L1
+    labels[..., :16] = PARTS.index("eyes")                 # eyes on the left half: 17 columns weigh 9 (one of slack)
+    assert float(weighted_l1(fake, real, labels, 8.0)) == pytest.approx(1 / (17 * 9 + 15))
+    assert float(weighted_l1(fake, real, labels, 0.0)) == pytest.approx(1 / 32)
+
+
 def test_batches_are_a_function_of_the_step():
     batches = PartSwapBatches(dataclasses.replace(TINY, batch=8, swap_share=0.5))
     first, again, other = batches[3], batches[3], batches[4]
@@ -95,9 +106,12 @@ def test_batches_are_a_function_of_the_step():
 
 
 def test_training_resumes_bit_exactly_and_learns(tmp_path):
-    straight = train_demo_generator(TINY, tmp_path / "straight", progress=False, verbose=False)
-    train_demo_generator(dataclasses.replace(TINY, steps=2), tmp_path / "resumed", progress=False, verbose=False)
-    resumed = train_demo_generator(TINY, tmp_path / "resumed", progress=False, verbose=False)
+    # a shorter first session stands in for a disconnect; without the ramp (which depends on the run's length)
+    # its first two steps are those of the full run
+    config = dataclasses.replace(TINY, lr_ramp_down=0.0)
+    straight = train_demo_generator(config, tmp_path / "straight", progress=False, verbose=False)
+    train_demo_generator(dataclasses.replace(config, steps=2), tmp_path / "resumed", progress=False, verbose=False)
+    resumed = train_demo_generator(config, tmp_path / "resumed", progress=False, verbose=False)
     assert straight.step == resumed.step == 4
     for (name, a), b in zip(straight.g_ema.state_dict().items(), resumed.g_ema.state_dict().values()):
         assert torch.equal(a, b), name
@@ -109,6 +123,12 @@ def test_training_resumes_bit_exactly_and_learns(tmp_path):
     l1 = [v for _, v in longer.history["l1"]]
     assert np.mean(l1[-5:]) < 0.8 * np.mean(l1[:5])
     assert comparison_sheet(longer.g_ema, TINY, n=4).size[0] > 4 * 32
+
+
+def test_learning_rate_ramps_down_at_the_end():
+    config = dataclasses.replace(TINY, lr=0.01, steps=100, lr_ramp_down=0.3)
+    assert [learning_rate(config, s) for s in (1, 70, 85, 100)] == pytest.approx([0.01, 0.01, 0.005, 0.0005])
+    assert learning_rate(dataclasses.replace(config, lr_ramp_down=0.0), 100) == 0.01
 
 
 def test_bad_settings_raise():

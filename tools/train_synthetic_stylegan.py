@@ -1,42 +1,26 @@
-"""Train the small 64 px StyleGAN2 on synthetic portraits that ships as ``assets/stylegan2_synthetic_64.pt``.
+"""Train the 64 px StyleGAN2 that ships as ``assets/stylegan2_synthetic_64.pt``, the local-editing demo generator.
 
-    nice -n 10 python tools/train_synthetic_stylegan.py --minutes 90            # start, or continue, a run
-    nice -n 10 python tools/train_synthetic_stylegan.py --minutes 90 --fresh    # retrain from scratch
+    nice -n 10 python tools/train_synthetic_stylegan.py --minutes 80 --threads 2          # start, or continue
+    nice -n 10 python tools/train_synthetic_stylegan.py --minutes 80 --threads 2 --fresh  # retrain from scratch
 
-The local-editing notebooks and tests need a generator whose layers separate face parts (eyes, brows, nose,
-mouth, hair, skin, background) without a download. This trains one with the project's own trainer
-(:mod:`colab_utils.stylegan2.train`) on the CPU, in a wall-clock budget, on the ``"portrait"`` faces of
-:mod:`colab_utils.data.synthetic` (aligned close-ups whose parts vary strongly and independently), and exports
-its G average in the rosinality layout (``g_ema`` and ``latent_avg`` only, a few MB). The run is resumable:
-running the script again with the same ``--run-dir`` continues it for another ``--minutes``; every session
-exports the asset and a preview grid, and appends its settings and the step reached to ``training.json`` in the
-run folder (copied beside the asset as ``<asset>.json``). The run folder lives outside the repository (by
-default under ``~/.cache/colab_utils_demo``) so that a stopped session loses nothing.
+The local-editing notebooks and tests need a generator whose style channels act on single face parts (eyes,
+brows, nose, mouth, hair, skin, background) without a download. It is trained by
+:func:`colab_utils.editing.demo_generator.train_demo_generator` (read its module docstring for the method: the
+renderer of the synthetic faces supervises every face and every part swap), on the CPU, in a wall-clock budget,
+and exported as a plain rosinality-format StyleGAN2 (``g_ema`` and ``latent_avg``, about 2 MB). The run is
+resumable: running the script again with the same ``--run-dir`` continues it for another ``--minutes``; every
+session exports the asset and a sheet comparing the generator with the renderer (``<asset>.png``), and appends
+its settings and the step reached to ``training.json`` in the run folder (copied beside the asset as
+``<asset>.json``). The run folder lives outside the repository (by default under ``~/.cache/colab_utils_demo``).
 
-The figures the shipped asset reaches (cluster IoUs, transfer errors) are printed by
-``python bench/demo_figures.py``; the settings and the steps of each session are in
-``assets/stylegan2_synthetic_64.json``.
+The figures the shipped asset reaches (cluster IoUs, each part's transfer) are printed by
+``python bench/demo_figures.py --only editing``.
 
-Two profiles (``--profile``): ``cpu`` (the settings above, a narrow generator a 2-core CPU trains at ~20 img/s)
-and ``gpu`` (channels 96 up to 32 px and 64 at 64 px, batch 32, path-length regularisation, compiled and in
-mixed precision on CUDA; 3.4 MB as exported). On a lent GPU::
-
-    python tools/train_synthetic_stylegan.py --profile gpu --minutes 8 --out /tmp/stylegan2_synthetic_64.pt
-    python bench/demo_figures.py --only editing --generator /tmp/stylegan2_synthetic_64.pt --selectivity \\
-        --sweep 0.03,0.05,0.1,0.2
-
-Status (2026-12-02): the ``cpu`` profile was trained twice from scratch (the run folders of a session do not
-survive it), to step 9020 (72 kimg) and to step 7665 (61 kimg). At 61 kimg its catalog (K=24, 32x32 layer) names
-background, hair and skin (IoU 0.89, 0.69, 0.69), eyes (0.46-0.56), mouth (0.24-0.39), brows (0.17-0.20) and at
-times the nose (0.09), and some channels are selective (up to 66% of one channel's activation inside the eyes,
-whose area is 2.4%). But its channels are polysemantic: moving the eyes' channels to the reference's values
-turns the target's eyes purple, the mouth's channels darken the irises, and no query threshold moves a facial
-part towards the reference without moving the whole face (``--sweep``: at rho 0.1 every facial part's in-part
-error to the reference *rises* by 1-28% with the outside nearly unchanged; at rho 0.03 the eyes' falls by 32%
-but the outside changes by 139, a global edit). The layers are too narrow (16 and 32 channels at 64 and 32 px)
-for every part to own channels; ``assets/stylegan2_synthetic_64.pt`` therefore remains the earlier generator
-trained on the "classic" faces (step 6202), whose catalog names background, skin and hair, until a wider
-generator (the ``gpu`` profile, or many CPU hours) reaches the figures the tests ask for.
+Why not adversarial training: the project's StyleGAN2 trainer, run on the same faces for 79 kimg (two CPU
+sessions) with layers of 16-64 channels, gave a catalog that named every part, but whose channels each acted on
+several parts: moving the eyes' channels turned the irises purple, and no query threshold moved a facial part
+towards the reference without moving the whole face (at rho 0.1 the eyes' in-part error fell 16%, the mouth's
+rose 15%). FFHQ's generator separates parts with 512-channel layers trained for days; the demo cannot.
 """
 from __future__ import annotations
 
@@ -50,54 +34,35 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 
-from colab_utils import viz  # noqa: E402
-from colab_utils.stylegan2 import export_rosinality, generate, mean_w  # noqa: E402
-from colab_utils.stylegan2.train import SyntheticFaces, TrainConfig, train  # noqa: E402
+from colab_utils.editing.demo_generator import DemoGeneratorConfig, comparison_sheet, train_demo_generator  # noqa: E402
+from colab_utils.stylegan2 import export_rosinality, mean_w  # noqa: E402
 from demo_runs import RUNS, open_run, record_session, session_parser  # noqa: E402
 
 MAX_BYTES = 4_000_000
-PRESET = "portrait"
-CONFIG = TrainConfig(
-    size=64, channels={4: 64, 8: 64, 16: 64, 32: 32, 64: 16}, style_dim=64, n_mlp=4,
-    batch=8, lr=0.004, r1_gamma=0.2, pl_weight=0.0, mixing=0.5, ema_kimg=1.0, augment=False,
-    precision="fp32", device="cpu", steps=100_000, sample_every=250, n_samples=32, log_every=10,
-    checkpoint_minutes=3.0, keep_last=2, synthetic_images=6000,
-    metrics_every_kimg=None, metrics_final_images=None,   # no FID: offline, and Inception costs more than the run
-)
-# A lent GPU trains a wider generator in minutes (the CPU one's layers are too narrow to give each face part its
-# own channels, see the module docstring): 3.4 MB as exported, under the asset budget.
-GPU_CONFIG = dataclasses.replace(
-    CONFIG, channels={4: 96, 8: 96, 16: 96, 32: 96, 64: 64}, style_dim=96, batch=32, lr=0.0025, pl_weight=2.0,
-    mixing=0.9, ema_kimg=10.0, precision="auto", device="cuda", compile="auto", checkpoint_minutes=2.0,
-    sample_every=500,
-)
-PROFILES = {"cpu": (CONFIG, RUNS / "stylegan2_portrait_64"), "gpu": (GPU_CONFIG, RUNS / "stylegan2_portrait_64_gpu")}
+CONFIG = DemoGeneratorConfig(steps=7500)
 
 
 def main(argv=None) -> int:
-    parser = session_parser(__doc__.splitlines()[0], None, REPO / "assets" / "stylegan2_synthetic_64.pt",
+    parser = session_parser(__doc__.splitlines()[0], RUNS / "stylegan2_editing_64",
+                            REPO / "assets" / "stylegan2_synthetic_64.pt",
                             "where the rosinality-format generator is written")
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu",
-                        help="cpu: the narrow generator a CPU trains in hours; gpu: a wider one for a CUDA GPU "
-                             "(default run folder per profile)")
     args = parser.parse_args(argv)
-    base, default_run = PROFILES[args.profile]
-    args.run_dir = args.run_dir or default_run
     open_run(args)
-    config = dataclasses.replace(base, session_hours=args.minutes / 60.0)
-    data = SyntheticFaces(config.synthetic_images, config.size, seed=config.seed, preset=PRESET)
+    config = dataclasses.replace(CONFIG, session_hours=args.minutes / 60.0)
     started = time.time()
-    result = train(config, data, args.run_dir, progress=True)
+    result = train_demo_generator(config, args.run_dir, progress=True)
     minutes = (time.time() - started) / 60
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     path = export_rosinality(args.out, result.g_ema, latent_avg=mean_w(result.g_ema))
     size = path.stat().st_size
-    preview = viz.save_grid(generate(result.g_ema, 32, seed=0), args.out.with_suffix(".png"), nrow=8)
-    log = record_session(args, base, minutes=minutes, step=result.step, batch=config.batch,
-                         stopped=result.stopped, asset_bytes=size, preset=PRESET, profile=args.profile)
-    print(f"step {result.step} ({result.step * config.batch / 1000:.1f} kimg, {minutes:.0f} min): wrote {path} "
-          f"({size / 1e6:.2f} MB), {preview} and {log}; last training grid {result.grid}")
+    sheet = args.out.with_suffix(".png")
+    comparison_sheet(result.g_ema, config).save(sheet)
+    last = {name: round(values[-1][1], 4) for name, values in result.history.items() if values}
+    log = record_session(args, CONFIG, minutes=minutes, step=result.step, batch=config.batch,
+                         stopped=result.stopped, asset_bytes=size, losses=last)
+    print(f"step {result.step} ({result.step * config.batch / 1000:.1f} kimg, {minutes:.0f} min, losses {last}): "
+          f"wrote {path} ({size / 1e6:.2f} MB), {sheet} and {log}")
     if size > MAX_BYTES:
         print(f"error: {path} is {size} bytes, over the {MAX_BYTES} byte budget: use fewer channels", file=sys.stderr)
         return 1

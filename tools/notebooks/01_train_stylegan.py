@@ -86,10 +86,13 @@ print("latest grid:", result.grid)
 viz.show(Image.open(result.grid))
 print("training progress GIF:", result.gif)
 '''),
-    ("md", "## What a longer run reaches\nThe 64 px generator shipped with the project "
-           "(`assets/stylegan2_synthetic_64.pt`), trained by `tools/train_synthetic_stylegan.py` with this same "
-           "trainer for about an hour and a half of CPU time on synthetic portraits, beside the samples of the run "
-           "above. Each row says how far its run went."),
+    ("md", "## A trained generator of the same kind\nThe 64 px StyleGAN2 shipped with the project for the "
+           "editing notebooks (`assets/stylegan2_synthetic_64.pt`), beside the samples of the run above; each row "
+           "says how far its run went. It is the same architecture and file format, but it was not trained by this "
+           "adversarial trainer: `tools/train_synthetic_stylegan.py` teaches it the synthetic faces directly from "
+           "their renderer, in an hour of CPU time, so that its style channels act on single face parts (see "
+           "`colab_utils/editing/demo_generator.py`). A GAN run on your own photos reaches faces of this kind after "
+           "a few thousand kimg on a GPU."),
     ("code", '''
 import json
 import torch
