@@ -263,3 +263,16 @@ def test_threshold_sweep_and_selectivity_tables(setup):
     assert lines[2].startswith(f"| {catalog.layer_names[0]} | {catalog.M[0].shape[1]} | {100 * best:.0f}% |")
     with pytest.raises(ValueError, match="names none"):
         threshold_sweep(G, catalog, _square_labeler, [(0, 1)], [0.1], parts=["hair"], part_names=["skin", "eyes"])
+
+
+def test_renderer_ceiling_of_part_transfers():
+    """The renderer's exact swaps: the eyes and mouth carry colours of their own and fall most of the way; the
+    nose is drawn in the skin's colour, so swapping it removes little of the in-part error."""
+    from colab_utils.editing.figures import figures_table, renderer_transfer_figures
+
+    figures = renderer_transfer_figures(4, size=64)
+    print("\n" + figures_table(figures))
+    assert list(figures) == ["eyes", "brows", "nose", "mouth"] and all(f.pairs == 4 for f in figures.values())
+    assert figures["eyes"].reduction > 0.6 and figures["mouth"].reduction > 0.4
+    assert figures["nose"].reduction < 0.2
+    assert all(f.outside_edit < 10 for f in figures.values())

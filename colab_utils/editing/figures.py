@@ -95,6 +95,33 @@ def part_transfer_figures(G, catalog: Catalog, labeler: Callable[[torch.Tensor],
     return out
 
 
+def renderer_transfer_figures(n_pairs: int = 16, *, size: int = 64, seed: int = 1000,
+                              parts: Iterable[str] = FACIAL_PARTS) -> dict[str, PartFigure]:
+    """The same figures for the synthetic renderer's *exact* part swaps (``mix_face_params``) on portrait faces,
+    located by their true label maps: the most a part transfer can reach under this measure. A part drawn in
+    another part's colour (the nose, in the skin's) cannot reach much, however well it is moved."""
+    from colab_utils.data.synthetic import PARTS, mix_face_params, render_face, sample_face_params
+
+    def tensor(image):
+        return torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+
+    parts = list(parts)
+    rows: dict[str, list[tuple[float, float, float, float]]] = {p: [] for p in parts}
+    for i in range(n_pairs):
+        a, b = (sample_face_params(seed + 2 * i + j, preset="portrait") for j in (0, 1))
+        (image_a, labels_a), (image_b, labels_b) = render_face(a, size), render_face(b, size)
+        for part in parts:
+            image, _ = render_face(mix_face_params(a, b, part), size)
+            index = PARTS.index(part)
+            mask = torch.from_numpy((labels_a == index) | (labels_b == index))[None]
+            edited = edit_locality(tensor(image), tensor(image_a), tensor(image_b), mask)
+            untouched = edit_locality(tensor(image_a), tensor(image_a), tensor(image_b), mask)
+            rows[part].append((edited.inside_vs_reference, untouched.inside_vs_reference, edited.outside_vs_target,
+                               edited.part_fraction))
+    return {part: PartFigure(part, *[sum(v[j] for v in values) / len(values) for j in range(4)], pairs=len(values))
+            for part, values in rows.items()}
+
+
 def figures_table(figures: dict[str, PartFigure]) -> str:
     """A markdown table of :func:`part_transfer_figures`: one line per part."""
     lines = ["| part | in-part error to reference, no edit | with the edit | fall | out-of-part change | "
