@@ -34,9 +34,10 @@ from .metrics import EditLocality, edit_locality
 
 # Default thresholds of the query (edit.query): a channel must put at least RHO of its activation inside the
 # part, and the selected channels of a layer may together put at most EPSILON (in channel units) outside it.
-# Chosen on the 64 px generator trained on synthetic faces (layers of 16-64 channels): the skin edit moves the
-# part about half-way to the reference while changing the rest of the face less than 10% as much as global
-# mixing. Layers of FFHQ's generator are 512 channels wide; a larger epsilon may suit it.
+# Chosen on the shipped 64 px demo generator (layers of 32-64 channels, bench/demo_figures.py --sweep): rho 0.1
+# moves the eyes, brows, nose and mouth furthest towards the reference while the rest of the face changes by a
+# few CIELAB units; higher rho keeps the outside closer still but moves the small parts less. Layers of FFHQ's
+# generator are 512 channels wide; a larger epsilon may suit it.
 DEFAULT_RHO = 0.1
 DEFAULT_EPSILON = 16.0
 DEFAULT_TRUNCATION = 0.7
