@@ -36,7 +36,7 @@ TRUNCATION = 0.7
 SEGMENTER_STEPS = 120 if SMOKE else 400   # only when the shipped part segmenter is missing: train one this long
 PART_NAMES = None   # for FFHQ or your own generator: after looking at the heatmaps, e.g.
                     # {"eyes": [3, 11], "nose": [7], "mouth": [5], "hair": [0, 9], "skin": [2], "background": [4]}
-TARGET, REFERENCE = 0, 1           # seeds of the two faces
+TARGET, REFERENCE = 4, 5           # seeds of the two faces (of the synthetic generator: far apart)
 SEED = 0
 if SMOKE:
     WEIGHTS = "synthetic"

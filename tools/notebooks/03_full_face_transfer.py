@@ -22,7 +22,7 @@ CELLS = [
 from colab_utils.runtime import smoke_mode
 SMOKE = smoke_mode()
 WEIGHTS = "synthetic"     # "synthetic", "ffhq", or the path of a rosinality .pt (as in notebook 02)
-PAIRS = [(0, 1), (2, 3), (4, 5)] if SMOKE else [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]   # (target, reference) seeds
+PAIRS = [(4, 5), (0, 13), (2, 7)] if SMOKE else [(4, 5), (0, 13), (2, 7), (8, 3), (14, 1)]   # (target, reference)
 PARTS = None              # the order to apply parts in; None: eyes, brows, nose, mouth, then skin and hair (never
                           # the background, whose channels carry the global style: it would swap the whole face)
 STRENGTH = 1.0
