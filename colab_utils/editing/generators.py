@@ -1,6 +1,6 @@
 """Which StyleGAN2 to edit: the small one trained on synthetic faces, FFHQ through the hub, or your own file.
 
-    G, name = load_generator("synthetic")      # assets/stylegan2_synthetic_64.pt (64 px, trained by our trainer)
+    G, name = load_generator("synthetic")      # assets/stylegan2_synthetic_64.pt (64 px, taught by the renderer)
     segmenter = load_segmenter()               # assets/part_segmenter_portrait_64.pt: names its catalog clusters
     G, name = load_generator("ffhq")           # NVIDIA's FFHQ config-f, 1024 px, via colab_utils.hub
     G, name = load_generator("/content/drive/MyDrive/colab_utils/runs/me/stylegan2.pt")   # rosinality format
