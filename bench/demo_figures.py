@@ -2,7 +2,7 @@
 
     python bench/demo_figures.py                    # both models
     python bench/demo_figures.py --only editing     # or: --only stargan
-    python bench/demo_figures.py --only editing --generator ~/.cache/colab_utils_demo/stylegan2_portrait_64 \\
+    python bench/demo_figures.py --only editing --generator ~/.cache/colab_utils_demo/stylegan2_editing_64 \\
         --k 24 --selectivity --sweep 0.02,0.05,0.1,0.2 # a run in progress, with the diagnostics
 
 Editing generator (``assets/stylegan2_synthetic_64.pt``): its catalog (k-means on the 32x32 features) is
