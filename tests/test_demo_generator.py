@@ -42,12 +42,12 @@ def test_channel_blocks_per_part_in_wide_enough_layers():
     width = 16 // (len(PARTS) + 1)
     for layer, g in zip(G.style_layers, groups):
         assert g.shape == (layer.in_channels,)
-        if input_resolution(layer) < 16:
+        if input_resolution(G, layer) < 16:
             assert (g == GLOBAL).all(), layer.name
         else:
             assert [int((g == i).sum()) for i in range(len(PARTS))] == [width] * len(PARTS), layer.name
             assert int((g == GLOBAL).sum()) == 16 - width * len(PARTS)
-    assert [input_resolution(layer) for layer in G.style_layers] == [4, 4, 4, 8, 8, 8, 16, 16, 16, 32, 32]
+    assert [input_resolution(G, layer) for layer in G.style_layers] == [4, 4, 4, 8, 8, 8, 16, 16, 16, 32, 32]
     with pytest.raises(ValueError, match="too few"):
         channel_groups(build_generator(dataclasses.replace(TINY, channels={4: 16, 8: 16, 16: 4, 32: 4})), 16)
 

@@ -50,9 +50,9 @@ from colab_utils.stylegan2.model import Generator
 from colab_utils.training import EMA, ProgressLog
 
 from .catalog import style_layer_inputs
+from .figures import FACIAL_PARTS
 
 GLOBAL = -1   # the group of channels that belongs to no part
-SMALL_PARTS = ("brows", "eyes", "nose", "mouth")   # a few % of the pixels each: weighted up in the L1 loss
 
 
 @dataclass
@@ -125,10 +125,9 @@ def latent_face(z: np.ndarray, size: int, *, swap: tuple[np.ndarray, str] | None
 # Channel blocks and swapped styles
 # ---------------------------------------------------------------------------------------------------------
 
-def input_resolution(layer) -> int:
+def input_resolution(G: Generator, layer) -> int:
     """Width of the feature map a style layer's styles scale (an upsampling conv reads the half-size one)."""
-    upsampling = not layer.is_rgb and layer.name.startswith("convs.") and int(layer.name.split(".")[1]) % 2 == 0
-    return layer.resolution // 2 if upsampling else layer.resolution
+    return layer.resolution // 2 if G.get_submodule(layer.name).conv.upsample else layer.resolution
 
 
 def channel_groups(G: Generator, part_resolution: int = 16, parts=PARTS) -> list[torch.Tensor]:
@@ -139,7 +138,7 @@ def channel_groups(G: Generator, part_resolution: int = 16, parts=PARTS) -> list
     for layer in G.style_layers:
         c = layer.in_channels
         g = torch.full((c,), GLOBAL, dtype=torch.long)
-        if input_resolution(layer) >= part_resolution:
+        if input_resolution(G, layer) >= part_resolution:
             width = c // (len(parts) + 1)
             if width < 1:
                 raise ValueError(f"channel_groups: {layer.name} has {c} channels, too few for a block for each of "
@@ -214,10 +213,10 @@ def locality_penalty(G: Generator, activations: dict, labels: torch.Tensor, grou
 
 
 def weighted_l1(fake: torch.Tensor, real: torch.Tensor, labels: torch.Tensor, part_weight: float) -> torch.Tensor:
-    """Mean absolute error with the pixels of ``SMALL_PARTS`` (grown by one pixel) weighing ``1 + part_weight``:
+    """Mean absolute error with the pixels of the facial parts (grown by one pixel) weighing ``1 + part_weight``:
     without it the eyes, brows, nose and mouth (6% of a face) are the last thing a decoder learns."""
     small = torch.zeros_like(labels, dtype=torch.bool)
-    for part in SMALL_PARTS:
+    for part in FACIAL_PARTS:
         small |= labels == PARTS.index(part)
     small = F.max_pool2d(small[:, None].float(), 3, stride=1, padding=1)
     weight = 1.0 + part_weight * small
@@ -271,12 +270,9 @@ def make_optimizer(G: Generator, config: DemoGeneratorConfig) -> torch.optim.Ada
 # Pictures
 # ---------------------------------------------------------------------------------------------------------
 
-SAMPLE_PARTS = ("eyes", "brows", "nose", "mouth")
-
-
 @torch.no_grad()
 def comparison_sheet(G: Generator, config: DemoGeneratorConfig, n: int = 8, seed: int = 1234):
-    """A PIL grid: the renderer's faces, G's faces for the same latents, then for each of ``SAMPLE_PARTS`` the
+    """A PIL grid: the renderer's faces, G's faces for the same latents, then for each of ``FACIAL_PARTS`` the
     renderer's swap and G's (the next face's part on each face)."""
     rng = np.random.default_rng(seed)
     z = rng.standard_normal((n, config.style_dim)).astype(np.float32)
@@ -289,7 +285,7 @@ def comparison_sheet(G: Generator, config: DemoGeneratorConfig, n: int = 8, seed
     truth = np.stack([latent_face(z[i], config.size)[0] for i in range(n)])
     rows += [torch.from_numpy(truth).permute(0, 3, 1, 2), G.synthesis(s).cpu()]
     labels += ["renderer", "G"]
-    for part in SAMPLE_PARTS:
+    for part in FACIAL_PARTS:
         index = torch.full((n,), PARTS.index(part))
         truth = np.stack([latent_face(z[i], config.size, swap=(z_next[i], part))[0] for i in range(n)])
         rows += [torch.from_numpy(truth).permute(0, 3, 1, 2), G.synthesis(swap_styles(s, s_next, groups, index)).cpu()]

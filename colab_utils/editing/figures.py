@@ -80,16 +80,25 @@ def part_transfer_figures(G, catalog: Catalog, labeler: Callable[[torch.Tensor],
         labels = _labels(labeler, images[:2])
         for i, part in enumerate(parts):
             mask = ((labels[0] == names.index(part)) | (labels[1] == names.index(part)))[None]
-            if not bool(mask.any()):
-                continue
-            edited = edit_locality(images[2 + i:3 + i], target_img, reference_img, mask)
-            untouched = edit_locality(target_img, target_img, reference_img, mask)
-            rows[part].append((edited.inside_vs_reference, untouched.inside_vs_reference, edited.outside_vs_target,
-                               edited.part_fraction))
+            if bool(mask.any()):
+                rows[part].append(_figure_row(images[2 + i:3 + i], target_img, reference_img, mask))
+    return _mean_figures(rows, "part_transfer_figures")
+
+
+def _figure_row(edited: torch.Tensor, target: torch.Tensor, reference: torch.Tensor,
+                mask: torch.Tensor) -> tuple[float, float, float, float]:
+    """(in-part error of the edit, of the unedited target, out-of-part change, part area) of one pair."""
+    moved = edit_locality(edited, target, reference, mask)
+    untouched = edit_locality(target, target, reference, mask)
+    return moved.inside_vs_reference, untouched.inside_vs_reference, moved.outside_vs_target, moved.part_fraction
+
+
+def _mean_figures(rows: dict[str, list[tuple[float, float, float, float]]], caller: str) -> dict[str, PartFigure]:
+    """One :class:`PartFigure` per part: its rows averaged over the pairs."""
     out = {}
     for part, values in rows.items():
         if not values:
-            raise ValueError(f"part_transfer_figures: no pair shows the part {part!r}")
+            raise ValueError(f"{caller}: no pair shows the part {part!r}")
         means = [sum(v[j] for v in values) / len(values) for j in range(4)]
         out[part] = PartFigure(part, *means, pairs=len(values))
     return out
@@ -114,12 +123,8 @@ def renderer_transfer_figures(n_pairs: int = 16, *, size: int = 64, seed: int = 
             image, _ = render_face(mix_face_params(a, b, part), size)
             index = PARTS.index(part)
             mask = torch.from_numpy((labels_a == index) | (labels_b == index))[None]
-            edited = edit_locality(tensor(image), tensor(image_a), tensor(image_b), mask)
-            untouched = edit_locality(tensor(image_a), tensor(image_a), tensor(image_b), mask)
-            rows[part].append((edited.inside_vs_reference, untouched.inside_vs_reference, edited.outside_vs_target,
-                               edited.part_fraction))
-    return {part: PartFigure(part, *[sum(v[j] for v in values) / len(values) for j in range(4)], pairs=len(values))
-            for part, values in rows.items()}
+            rows[part].append(_figure_row(tensor(image), tensor(image_a), tensor(image_b), mask))
+    return _mean_figures(rows, "renderer_transfer_figures")
 
 
 def figures_table(figures: dict[str, PartFigure]) -> str:
